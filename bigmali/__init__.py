@@ -1,0 +1,30 @@
+"""bigmali: Big halo Mass And Luminosity Inference.
+
+Infers the galaxy mass-luminosity relation, and every halo's mass, from a survey
+catalog of redshifts and observed luminosities.
+"""
+
+from bigmali import precision
+
+precision.configure()
+
+from bigmali.catalog import Catalog, read_catalog, validate_catalog, write_catalog  # noqa: E402
+from bigmali.lightcone import simulate  # noqa: E402
+from bigmali.mass_prior import MassPrior, load_mass_prior  # noqa: E402
+from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, HYPERSEED, Hyper  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Catalog",
+    "read_catalog",
+    "write_catalog",
+    "validate_catalog",
+    "simulate",
+    "MassPrior",
+    "load_mass_prior",
+    "Hyper",
+    "HYPERSEED",
+    "HYPERPRIOR_MEAN",
+    "HYPERPRIOR_SD",
+]

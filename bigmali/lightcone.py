@@ -1,0 +1,184 @@
+"""Mock lightcone catalogs: halos in a square field, drawn from the mass function.
+
+A mock is drawn in four steps:
+
+1. the expected number of halos per unit redshift in a field of solid angle Omega,
+
+   .. math:: \\frac{dN}{dz} = \\Omega \\, \\frac{dV_c}{dz\\, d\\Omega}(z) \\; n(z),
+
+   with ``n(z)`` the comoving number density of halos in the prior's mass range (from the
+   same hmf tables as the prior, interpolated in ln n with a cubic spline) and ``dV_c`` the
+   comoving volume in the same cosmology; the number of halos is Poisson, the redshifts
+   follow ``dN/dz``;
+2. positions uniform on the sphere inside the field (uniform in ra and in sin(dec));
+3. masses from the mass prior ``P(M | z)``;
+4. ``ln L = ln mu_L(M, z) + S e1`` and ``ln L_obs = ln L + sigma_obs e2`` with standard normal
+   e1, e2 (:mod:`bigmali.relation`).
+
+The default field is 40 x 40 arcmin out to z = 3.5, the window of the 2017 mock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigmali import relation
+from bigmali.catalog import Catalog
+from bigmali.mass_function import resolve_cosmology
+from bigmali.mass_prior import MassPrior, load_mass_prior
+from bigmali.relation import HYPERSEED, Hyper
+
+__all__ = ["Field", "square_field", "redshift_distribution", "simulate"]
+
+N_HALOS_2017 = 115_919
+"""Halos in the 2017 mock (Millennium Simulation lightcone, 40 x 40 arcmin, z <= 3.5)."""
+
+
+class Field(NamedTuple):
+    """A field bounded by two meridians and two parallels, in degrees."""
+
+    ra_min: float
+    ra_max: float
+    dec_min: float
+    dec_max: float
+
+    @property
+    def solid_angle(self) -> float:
+        """Solid angle in steradians: (ra_max - ra_min) (sin dec_max - sin dec_min)."""
+        return math.radians(self.ra_max - self.ra_min) * (
+            math.sin(math.radians(self.dec_max)) - math.sin(math.radians(self.dec_min))
+        )
+
+
+def square_field(side_arcmin: float = 40.0, ra_center: float | None = None, dec_center: float = 0.0) -> Field:
+    """A square field of the given side; by default its lower ra edge sits at ra = 0."""
+    if not side_arcmin > 0:
+        raise ValueError(f"field side {side_arcmin!r} arcmin must be positive")
+    half = side_arcmin / 120.0
+    ra_center = half if ra_center is None else ra_center
+    if not (0 <= ra_center - half and ra_center + half < 360 and -90 <= dec_center - half and dec_center + half <= 90):
+        raise ValueError(f"a {side_arcmin} arcmin field centred at ra={ra_center}, dec={dec_center} leaves the sky")
+    return Field(ra_center - half, ra_center + half, dec_center - half, dec_center + half)
+
+
+def redshift_distribution(prior: MassPrior, field: Field, n_grid: int = 4001):
+    """``dN/dz`` on a fine grid from 0 to the prior's largest redshift, and its integral.
+
+    Returns ``(z, dN/dz, N_expected)``.
+    """
+    from scipy.interpolate import CubicSpline
+
+    if prior.abundance is None:
+        raise ValueError(
+            f"the mass prior ({prior.description}) carries no halo abundance, so a lightcone cannot be "
+            "drawn from it; give the halos' redshifts instead"
+        )
+    if prior.cosmology is None:
+        raise ValueError("the mass prior names no cosmology, so comoving volumes are unknown")
+    cosmo = resolve_cosmology(prior.cosmology)
+    z_tab = np.asarray(prior.z_grid)
+    ln_n = CubicSpline(z_tab, np.log(np.asarray(prior.abundance)))
+    z = np.linspace(0.0, float(z_tab[-1]), n_grid)
+    dv = cosmo.differential_comoving_volume(z).to_value("Mpc3 / sr")
+    dndz = field.solid_angle * dv * np.exp(ln_n(z))
+    return z, dndz, float(np.trapezoid(dndz, z))
+
+
+def _draw_redshifts(key, prior: MassPrior, field: Field, n_halos: int | None):
+    z_grid, dndz, expected = redshift_distribution(prior, field)
+    key_n, key_z = jax.random.split(key)
+    n = int(jax.random.poisson(key_n, expected)) if n_halos is None else n_halos
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dndz[1:] + dndz[:-1]) * np.diff(z_grid))])
+    u = np.asarray(jax.random.uniform(key_z, (n,)))
+    return np.interp(u * cum[-1], cum, z_grid), expected
+
+
+def _draw_positions(key, field: Field, n: int):
+    key_ra, key_dec = jax.random.split(key)
+    ra = field.ra_min + (field.ra_max - field.ra_min) * np.asarray(jax.random.uniform(key_ra, (n,)))
+    s0, s1 = math.sin(math.radians(field.dec_min)), math.sin(math.radians(field.dec_max))
+    dec = np.degrees(np.arcsin(s0 + (s1 - s0) * np.asarray(jax.random.uniform(key_dec, (n,)))))
+    return ra, dec
+
+
+def simulate(
+    prior: MassPrior | None = None,
+    hyper: Hyper = HYPERSEED,
+    *,
+    field_arcmin: float = 40.0,
+    n_halos: int | None = None,
+    redshifts=None,
+    ra=None,
+    dec=None,
+    seed: int = 0,
+) -> Catalog:
+    """Draw a mock catalog with true masses and luminosities.
+
+    Args:
+        prior: the mass prior (default: the 2017 Tinker10 prior).
+        hyper: hyperparameters of the relation (default: the 2017 hyperseed).
+        field_arcmin: side of the square field.
+        n_halos: without ``redshifts``, draw exactly this many halos from ``dN/dz`` instead
+            of a Poisson number; with ``redshifts``, keep a random subsample of this size.
+        redshifts: use these halo redshifts instead of drawing a lightcone.
+        ra, dec: positions (degrees) to go with ``redshifts``; drawn in the field if absent.
+        seed: the same seed gives the same catalog.
+
+    The catalog's metadata records the seed, the hyperparameters, the field and the
+    expected number of halos ``N_EXPECT``.
+    """
+    prior = load_mass_prior() if prior is None else prior
+    if n_halos is not None and n_halos < 1:
+        raise ValueError(f"n_halos {n_halos!r} must be at least 1")
+    if (ra is None) != (dec is None):
+        raise ValueError("give both ra and dec, or neither")
+    field = square_field(field_arcmin)
+    key_z, key_sub, key_pos, key_m, key_l = jax.random.split(jax.random.PRNGKey(seed), 5)
+    meta = {"GENERATOR": "bigmali.simulate", "SEED": seed, "FIELD_AM": field_arcmin}
+    if redshifts is None:
+        if ra is not None:
+            raise ValueError("ra and dec can only be given together with redshifts")
+        z, expected = _draw_redshifts(key_z, prior, field, n_halos)
+        meta["N_EXPECT"] = expected
+        ra, dec = _draw_positions(key_pos, field, z.size)
+    else:
+        z = np.atleast_1d(np.asarray(redshifts, dtype=np.float64))
+        if ra is not None:
+            ra, dec = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (ra, dec))
+            for name, values in (("ra", ra), ("dec", dec)):
+                if values.size != z.size:
+                    raise ValueError(f"column {name!r} has {values.size} rows but column 'z' has {z.size}")
+        if n_halos is not None:
+            if n_halos > z.size:
+                raise ValueError(f"n_halos {n_halos} is more than the {z.size} redshifts given")
+            keep = np.sort(np.asarray(jax.random.choice(key_sub, z.size, (n_halos,), replace=False)))
+            z = z[keep]
+            ra, dec = (None, None) if ra is None else (ra[keep], dec[keep])
+        if ra is None:
+            ra, dec = _draw_positions(key_pos, field, z.size)
+        bad = np.flatnonzero(~np.isfinite(z) | (z < 0) | (z > prior.z_max))
+        if bad.size:
+            raise ValueError(
+                f"column 'z', row {bad[0]}: value {float(z[bad[0]])!r} is outside the mass prior's redshift range [0, {prior.z_max:g}]"
+            )
+    ln_mass = prior.sample(key_m, jnp.asarray(z))
+    e1, e2 = jax.random.normal(key_l, (2, z.size))
+    ln_lum = relation.ln_mu_L(ln_mass, jnp.asarray(z), hyper) + hyper.S * e1
+    ln_lum_obs = ln_lum + relation.SIGMA_OBS * e2
+    meta.update({name.upper(): float(value) for name, value in hyper._asdict().items()})
+    meta["PRIOR"] = prior.description
+    return Catalog.from_arrays(
+        z=z,
+        lum_obs=np.exp(np.asarray(ln_lum_obs)),
+        ra=ra,
+        dec=dec,
+        mass=np.exp(np.asarray(ln_mass)),
+        lum=np.exp(np.asarray(ln_lum)),
+        meta=meta,
+        z_max=prior.z_max,
+    )

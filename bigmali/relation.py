@@ -1,0 +1,152 @@
+"""The mass-luminosity relation, the observation noise and the hyperprior.
+
+This module is the single statement of the science shared by every model and every
+likelihood method in bigmali:
+
+.. math::
+
+    \\ln \\mu_L = \\alpha_1 + \\alpha_2 \\ln(M / \\alpha_3) + \\alpha_4 \\ln(1 + z)
+
+    L \\mid M \\sim \\mathrm{LogNormal}(\\ln \\mu_L, S), \\qquad
+    L_{obs} \\mid L \\sim \\mathrm{LogNormal}(\\ln L, \\sigma_{obs})
+
+so that, with ``L`` integrated out, ``L_obs | M ~ LogNormal(ln mu_L, sqrt(S^2 + sigma_obs^2))``.
+
+The constants are those of the 2017 code: the hyperprior is from Reddick et al. (2013),
+the hyperseed is one draw of that hyperprior (numpy seed 0) and generated the 2017 mocks.
+Luminosities are in the units of the 2017 catalogs; masses in Msun (see ``mass_prior``
+for the mass convention).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+__all__ = [
+    "ALPHA3",
+    "SIGMA_OBS",
+    "Hyper",
+    "HYPERSEED",
+    "HYPERPRIOR_MEAN",
+    "HYPERPRIOR_SD",
+    "HYPER_NAMES",
+    "ln_mu_L",
+    "lognormal_logpdf",
+    "sigma_total",
+    "hyperprior_logpdf",
+    "sample_hyperprior",
+    "parse_hyper",
+]
+
+ALPHA3 = 2.35e14
+"""Pivot mass of the relation (Msun, fixed)."""
+
+SIGMA_OBS = 0.05
+"""Lognormal scatter of the observed luminosity about the true one."""
+
+_LN_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class Hyper(NamedTuple):
+    """The four free hyperparameters of the relation.
+
+    Attributes:
+        alpha1: log-luminosity at the pivot mass ``alpha3`` and z = 0.
+        alpha2: slope of ln L against ln M.
+        alpha4: redshift evolution, the power of (1 + z).
+        S: intrinsic lognormal scatter of L at fixed M.
+    """
+
+    alpha1: float
+    alpha2: float
+    alpha4: float
+    S: float
+
+
+HYPER_NAMES: tuple[str, ...] = Hyper._fields
+
+HYPERSEED = Hyper(
+    alpha1=10.747809151611289,
+    alpha2=0.36260141487530501,
+    alpha4=1.1587242790463443,
+    S=0.1570168038792813,
+)
+"""The hyperparameters that generated the 2017 mock catalogs."""
+
+HYPERPRIOR_MEAN = Hyper(alpha1=10.709, alpha2=0.359, alpha4=1.10, S=0.155)
+HYPERPRIOR_SD = Hyper(alpha1=0.022, alpha2=0.009, alpha4=0.06, S=0.0009)
+"""Independent normal hyperprior of Reddick et al. (2013): mean and standard deviation."""
+
+
+def ln_mu_L(ln_mass, z, hyper: Hyper, alpha3: float = ALPHA3):
+    """Log of the median luminosity at mass ``exp(ln_mass)`` (Msun) and redshift ``z``.
+
+    .. math:: \\ln \\mu_L = \\alpha_1 + \\alpha_2 (\\ln M - \\ln \\alpha_3) + \\alpha_4 \\ln(1+z)
+    """
+    return hyper.alpha1 + hyper.alpha2 * (ln_mass - math.log(alpha3)) + hyper.alpha4 * jnp.log1p(z)
+
+
+def lognormal_logpdf(ln_x, ln_mu, sigma):
+    """Log-density, per unit x, of ``LogNormal(ln_mu, sigma)`` evaluated at ``x = exp(ln_x)``.
+
+    .. math:: \\ln p(x) = -\\ln x - \\ln \\sigma - \\tfrac12 \\ln 2\\pi - \\frac{(\\ln x - \\ln\\mu)^2}{2\\sigma^2}
+
+    Arguments are in log space so that no tiny or huge luminosity is ever formed.
+    """
+    r = (ln_x - ln_mu) / sigma
+    return -ln_x - jnp.log(sigma) - _LN_SQRT_2PI - 0.5 * r * r
+
+
+def sigma_total(S, sigma_obs: float = SIGMA_OBS):
+    """Scatter of ``L_obs`` at fixed mass once ``L`` is integrated out: sqrt(S^2 + sigma_obs^2)."""
+    return jnp.sqrt(S * S + sigma_obs * sigma_obs)
+
+
+def hyperprior_logpdf(hyper: Hyper):
+    """Log-density of the independent normal hyperprior at ``hyper``."""
+    total = 0.0
+    for value, mean, sd in zip(hyper, HYPERPRIOR_MEAN, HYPERPRIOR_SD):
+        r = (value - mean) / sd
+        total = total - 0.5 * r * r - math.log(sd) - _LN_SQRT_2PI
+    return total
+
+
+def sample_hyperprior(key, shape=()) -> Hyper:
+    """Draw hyperparameters from the hyperprior with a JAX PRNG key."""
+    import jax
+
+    draws = jax.random.normal(key, (4, *shape))
+    return Hyper(*(m + s * d for m, s, d in zip(HYPERPRIOR_MEAN, HYPERPRIOR_SD, draws)))
+
+
+def parse_hyper(text: str | None, default: Hyper = HYPERSEED) -> Hyper:
+    """Parse ``"alpha1=10.7,S=0.16"`` into a :class:`Hyper`; names left out keep ``default``.
+
+    Raises ``ValueError`` naming the offending entry for unknown names, bad numbers,
+    non-finite values or a non-positive ``S``.
+    """
+    values = default._asdict()
+    if text:
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, number = item.partition("=")
+            name = name.strip()
+            if not sep or name not in values:
+                raise ValueError(
+                    f"hyperparameter entry {item!r}: expected NAME=VALUE with NAME one of "
+                    f"{', '.join(HYPER_NAMES)}"
+                )
+            try:
+                values[name] = float(number)
+            except ValueError:
+                raise ValueError(f"hyperparameter {name}: {number.strip()!r} is not a number") from None
+            if not math.isfinite(values[name]):
+                raise ValueError(f"hyperparameter {name}: {values[name]} is not finite")
+    if values["S"] <= 0:
+        raise ValueError(f"hyperparameter S: {values['S']} must be positive")
+    return Hyper(**values)
