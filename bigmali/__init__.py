@@ -4,7 +4,9 @@ Infers the galaxy mass-luminosity relation, and every halo's mass, from a survey
 catalog of redshifts and observed luminosities.
 """
 
-from bigmali import precision
+__version__ = "0.1.0"
+
+from bigmali import precision  # noqa: E402
 
 precision.configure()
 
@@ -12,8 +14,9 @@ from bigmali.catalog import Catalog, read_catalog, validate_catalog, write_catal
 from bigmali.lightcone import simulate  # noqa: E402
 from bigmali.mass_prior import MassPrior, load_mass_prior  # noqa: E402
 from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, HYPERSEED, Hyper  # noqa: E402
-
-__version__ = "0.1.0"
+from bigmali.fit import extend, fit  # noqa: E402
+from bigmali.diagnostics import summary  # noqa: E402
+from bigmali.inference import load_run, save_run  # noqa: E402
 
 __all__ = [
     "Catalog",
@@ -27,4 +30,9 @@ __all__ = [
     "HYPERSEED",
     "HYPERPRIOR_MEAN",
     "HYPERPRIOR_SD",
+    "fit",
+    "extend",
+    "summary",
+    "save_run",
+    "load_run",
 ]

@@ -93,6 +93,87 @@ def _cmd_prior(args) -> int:
     return 0
 
 
+def _prior_options(args) -> dict:
+    return {"source": args.mass_prior, "hmf_model": args.hmf_model, "cosmology": args.cosmology,
+            "mass_convention": args.mass_convention, "z_interp": args.z_interp, "density_per": args.prior_density_per}
+
+
+def _fit_kwargs(args) -> dict:
+    return dict(chains=args.chains, warmup=args.warmup, draws=args.draws, target_accept=args.target_accept,
+                seed=args.seed, progress=not args.quiet, guide=args.guide, steps=args.steps,
+                learning_rate=args.learning_rate, mass_draws=args.mass_draws)
+
+
+def _print_summary(run, truth, as_json: bool) -> None:
+    import json
+
+    from bigmali.diagnostics import format_summary, summary
+
+    result = summary(run, truth=truth)
+    if as_json:
+        print(json.dumps(result))
+        return
+    import arviz_stats as azs
+
+    from bigmali.relation import HYPER_NAMES
+
+    print(azs.summary(run, var_names=list(HYPER_NAMES)).to_string())
+    print()
+    print(format_summary(result))
+
+
+def _cmd_fit(args) -> int:
+    from bigmali.catalog import read_catalog
+    from bigmali.fit import fit
+    from bigmali.inference import save_run
+
+    prior = prior_from_args(args)
+    catalog = read_catalog(args.catalog, z_max=prior.z_max)
+    run = fit(catalog, model=args.model, method=args.method, prior=prior, prior_options=_prior_options(args), **_fit_kwargs(args))
+    save_run(run, args.out)
+    _print_summary(run, "hyperseed" if args.truth is None and "catalog_hyper" in run.attrs else args.truth, False)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from bigmali.inference import load_run
+
+    _print_summary(load_run(args.run), args.truth, args.json)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from bigmali.fit import fit
+    from bigmali.inference import save_run
+    from bigmali.lightcone import N_HALOS_2017, simulate
+
+    prior = prior_from_args(args)
+    start = time.perf_counter()
+    catalog = simulate(prior, n_halos=args.n_halos or N_HALOS_2017, seed=args.seed)
+    print(f"simulated {len(catalog)} halos from the hyperseed in {time.perf_counter() - start:.1f} s; fitting with collapsed NUTS")
+    run = fit(catalog, model="collapsed", method="nuts", prior=prior, prior_options=_prior_options(args), **_fit_kwargs(args))
+    if args.out:
+        save_run(run, args.out)
+    _print_summary(run, "hyperseed", args.json)
+    print(f"total {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inference")
+    group.add_argument("--chains", type=int, default=4)
+    group.add_argument("--draws", type=int, default=1000)
+    group.add_argument("--warmup", type=int, default=1000)
+    group.add_argument("--target-accept", type=float, default=0.8)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--guide", choices=("mvn", "normal", "lowrank"), default="mvn", help="SVI guide")
+    group.add_argument("--steps", type=int, default=3000, help="SVI steps")
+    group.add_argument("--learning-rate", type=float, default=0.01, help="SVI Adam learning rate")
+    group.add_argument("--mass-draws", type=int, default=100, help="posterior draws with per-halo masses (0: none)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bigmali", description="Big halo Mass And Luminosity Inference")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     pri.add_argument("--plot", default=None, metavar="FILE.png", help="plot every redshift table on one figure")
     add_prior_arguments(pri)
     pri.set_defaults(func=_cmd_prior)
+
+    fit_p = sub.add_parser("fit", help="fit the relation to a catalog; writes a netCDF DataTree")
+    fit_p.add_argument("catalog", metavar="CATALOG")
+    fit_p.add_argument("--model", choices=("collapsed",), default="collapsed",
+                       help="collapsed: masses integrated out exactly (latent_mass and full are not built yet)")
+    fit_p.add_argument("--method", choices=("nuts", "svi"), default="nuts")
+    fit_p.add_argument("--out", required=True, metavar="run.nc")
+    fit_p.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="add a recovery table")
+    _add_fit_arguments(fit_p)
+    add_prior_arguments(fit_p)
+    fit_p.set_defaults(func=_cmd_fit)
+
+    summ = sub.add_parser("summary", help="ArviZ summary of a run, with a recovery table given a truth")
+    summ.add_argument("run", metavar="run.nc")
+    summ.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog")
+    summ.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    summ.set_defaults(func=_cmd_summary)
+
+    demo = sub.add_parser("demo", help="simulate the 2017-sized mock, fit it with collapsed NUTS, show the recovery")
+    demo.add_argument("--n-halos", type=int, default=None, help="default 115919, the 2017 count")
+    demo.add_argument("--out", default=None, metavar="run.nc")
+    demo.add_argument("--json", action="store_true")
+    _add_fit_arguments(demo)
+    add_prior_arguments(demo)
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

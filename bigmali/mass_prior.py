@@ -62,7 +62,7 @@ Z_INTERPOLATIONS = ("bins", "linear")
 @partial(
     jax.tree_util.register_dataclass,
     data_fields=["z_grid", "mass", "density", "cdf", "abundance"],
-    meta_fields=["z_interp", "cosmology", "description"],
+    meta_fields=["z_interp", "background", "cosmology", "description"],
 )
 @dataclass(frozen=True)
 class MassPrior:
@@ -76,6 +76,9 @@ class MassPrior:
         abundance: comoving number density of halos in the table's mass range at each table
             redshift, in Mpc^-3, or None when unknown (user tables). The lightcone needs it.
         z_interp: ``"bins"`` or ``"linear"``.
+        background: density of the background knots before renormalisation (1e-30 in 2017),
+            or None when the table has none. With a background, the first and last knot
+            intervals, [1, M_0 - 1] and [M_n + 1, 100 (M_n + 1)], have constant density.
         cosmology: astropy realization name the tables were computed in, or None.
         description: one line saying where the prior came from.
     """
@@ -86,6 +89,7 @@ class MassPrior:
     cdf: jax.Array
     abundance: jax.Array | None
     z_interp: str = "bins"
+    background: float | None = None
     cosmology: str | None = None
     description: str = ""
 
@@ -167,6 +171,7 @@ def build_mass_prior(
         cdf=jnp.asarray(cdf),
         abundance=None if abundance is None else jnp.asarray(abundance, dtype=jnp.float64),
         z_interp=z_interp,
+        background=background,
         cosmology=cosmology,
         description=description,
     )

@@ -34,6 +34,7 @@ __all__ = [
     "HYPERPRIOR_SD",
     "HYPER_NAMES",
     "ln_mu_L",
+    "ln_mu_L_ln1pz",
     "lognormal_logpdf",
     "sigma_total",
     "hyperprior_logpdf",
@@ -86,7 +87,12 @@ def ln_mu_L(ln_mass, z, hyper: Hyper, alpha3: float = ALPHA3):
 
     .. math:: \\ln \\mu_L = \\alpha_1 + \\alpha_2 (\\ln M - \\ln \\alpha_3) + \\alpha_4 \\ln(1+z)
     """
-    return hyper.alpha1 + hyper.alpha2 * (ln_mass - math.log(alpha3)) + hyper.alpha4 * jnp.log1p(z)
+    return ln_mu_L_ln1pz(ln_mass, jnp.log1p(z), hyper, alpha3)
+
+
+def ln_mu_L_ln1pz(ln_mass, ln1pz, hyper: Hyper, alpha3: float = ALPHA3):
+    """:func:`ln_mu_L` with ``ln(1 + z)`` given, for loops that precompute it."""
+    return hyper.alpha1 + hyper.alpha2 * (ln_mass - math.log(alpha3)) + hyper.alpha4 * ln1pz
 
 
 def lognormal_logpdf(ln_x, ln_mu, sigma):

@@ -1,0 +1,187 @@
+"""``bigmali.fit``: one call from a catalog to a posterior DataTree, for notebooks and the CLI.
+
+Data flow: catalog -> mass prior -> model data -> inference -> DataTree.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bigmali import __version__ as _version
+from bigmali.catalog import Catalog
+from bigmali.inference import nuts as nuts_engine
+from bigmali.inference import svi as svi_engine
+from bigmali.inference.results import attr_json, build_datatree
+from bigmali.mass_prior import MassPrior, load_mass_prior
+from bigmali.models import MODELS, collapsed
+from bigmali.models.quadrature import QuadratureConfig
+from bigmali.relation import HYPER_NAMES, Hyper, sample_hyperprior
+
+__all__ = ["fit", "extend", "METHODS"]
+
+METHODS = ("nuts", "svi")
+DEFAULT_PRIOR_OPTIONS = {"source": "tinker10", "hmf_model": "Tinker10", "cosmology": "WMAP5",
+                         "mass_convention": "2017", "z_interp": "bins", "density_per": None}
+
+
+def _model_inputs(model: str, catalog: Catalog, prior: MassPrior):
+    if model not in MODELS:
+        raise ValueError(f"model {model!r}: this release has {', '.join(MODELS)} (latent_mass and full are not built yet)")
+    z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
+    data = collapsed.prepare_data(z, lum, prior)
+    config = QuadratureConfig(linear=prior.z_interp == "linear")
+    return MODELS[model].model, (z, lum, prior, data, config)
+
+
+def _halo_masses(samples: dict, catalog: Catalog, prior: MassPrior, mass_draws: int, seed: int):
+    """Each halo's ln M from its exact conditional, for ``mass_draws`` evenly spaced draws in all."""
+    chains, draws = np.shape(samples["alpha1"])
+    per_chain = max(1, min(draws, int(np.ceil(mass_draws / chains))))
+    picks = np.unique(np.linspace(0, draws - 1, per_chain).round().astype(int))
+    key = jax.random.PRNGKey(seed + 104729)
+    out = np.empty((chains, picks.size, len(catalog)), dtype=np.float32)
+    for c in range(chains):
+        for j, d in enumerate(picks):
+            hyper = Hyper(*(float(samples[name][c, d]) for name in HYPER_NAMES))
+            out[c, j] = np.asarray(collapsed.sample_conditional_ln_mass(
+                jax.random.fold_in(key, c * draws + d), hyper, catalog.z, catalog.lum_obs, prior))
+    return out, picks
+
+
+def _prior_draws(seed: int, n: int = 1000) -> dict:
+    draws = sample_hyperprior(jax.random.PRNGKey(seed + 15485863), (1, n))
+    return {name: np.asarray(v) for name, v in draws._asdict().items()}
+
+
+def _truth_from_catalog(catalog: Catalog) -> dict | None:
+    meta = catalog.meta
+    if all(name.upper() in meta for name in HYPER_NAMES):
+        return {name: float(meta[name.upper()]) for name in HYPER_NAMES}
+    return None
+
+
+def fit(
+    catalog: Catalog,
+    model: str = "collapsed",
+    method: str = "nuts",
+    prior: MassPrior | None = None,
+    *,
+    prior_options: dict | None = None,
+    chains: int = 4,
+    warmup: int = 1000,
+    draws: int = 1000,
+    target_accept: float = 0.8,
+    dense_mass: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    chain_method: str = "sequential",
+    guide: str = "mvn",
+    steps: int = 3000,
+    learning_rate: float = 0.01,
+    svi_draws: int = 4000,
+    mass_draws: int = 100,
+):
+    """Fit the mass-luminosity relation to a catalog and return an ArviZ DataTree.
+
+    Args:
+        catalog: a validated :class:`~bigmali.catalog.Catalog`.
+        model: ``"collapsed"`` (masses integrated out exactly).
+        method: ``"nuts"`` or ``"svi"``.
+        prior: the mass prior; by default built from ``prior_options`` (the CLI's prior
+            flags as keyword names of :func:`~bigmali.mass_prior.load_mass_prior`, plus
+            ``source``), which are recorded so that the run can be extended later.
+        chains, warmup, draws, target_accept, dense_mass, chain_method: NUTS settings.
+        guide, steps, learning_rate, svi_draws: SVI settings (guide ``mvn``, ``normal``, ``lowrank``).
+        mass_draws: per-halo masses are drawn from their exact conditional for this many
+            posterior draws in all (0 for none); stored in the ``halo_mass`` group.
+        seed: the same seed gives the same numbers.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})}
+    if prior is None:
+        prior = load_mass_prior(options.pop("source"), **options)
+        options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})}
+    if catalog.z.max() > prior.z_max:
+        raise ValueError(f"column 'z': the catalog reaches z = {catalog.z.max():g}, beyond the mass prior's {prior.z_max:g}")
+    start = time.perf_counter()
+    model_fn, args = _model_inputs(model, catalog, prior)
+    sampler_state = None
+    if method == "nuts":
+        config = nuts_engine.NutsConfig(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept,
+                                        dense_mass=dense_mass, seed=seed, chain_method=chain_method, progress=progress)
+        out = nuts_engine.run_nuts(model_fn, args, config=config)
+        samples, stats, sampler_state = out.samples, out.stats, out.last_state
+        run_config = config._asdict()
+    else:
+        config = svi_engine.SviConfig(guide=guide, steps=steps, learning_rate=learning_rate, draws=svi_draws,
+                                      seed=seed, progress=progress)
+        out = svi_engine.run_svi(model_fn, args, config=config)
+        samples = out.samples
+        stats = {"converged": np.full(np.shape(samples["alpha1"]), out.converged)}
+        run_config = {**config._asdict(), "converged": out.converged, "final_loss": float(out.losses[-1])}
+    halo_ln_mass = picks = None
+    if mass_draws > 0:
+        halo_ln_mass, picks = _halo_masses(samples, catalog, prior, mass_draws, seed)
+    attrs = {
+        "model": model,
+        "method": method,
+        "n_halos": len(catalog),
+        "seconds": time.perf_counter() - start,
+        "config": run_config,
+        "prior_options": options,
+        "prior_description": prior.description,
+        "bigmali_version": _version,
+    }
+    truth = _truth_from_catalog(catalog)
+    if truth is not None:
+        attrs["catalog_hyper"] = truth
+    tree = build_datatree(posterior=samples, sample_stats=stats, catalog=catalog, prior_draws=_prior_draws(seed),
+                          attrs=attrs, halo_ln_mass=halo_ln_mass, halo_mass_draw=picks, sampler_state=sampler_state)
+    if method == "svi":
+        import xarray as xr
+
+        tree["svi_loss"] = xr.DataTree(xr.Dataset({"loss": (("step",), out.losses)}))
+    return tree
+
+
+def extend(run, catalog: Catalog, draws: int = 1000, *, progress: bool = True, mass_draws: int | None = None):
+    """Add ``draws`` draws to every chain of a finished NUTS run; returns the longer run."""
+    if run.attrs.get("method") != "nuts" or "sampler_state" not in run.children:
+        raise ValueError("only a NUTS run with a saved sampler state can be extended")
+    if len(catalog) != int(run.attrs["n_halos"]) or not np.array_equal(catalog.lum_obs, np.asarray(run["observed_data"]["lum_obs"])):
+        raise ValueError("the catalog is not the one this run was fitted to")
+    options = attr_json(run, "prior_options")
+    prior = load_mass_prior(options.pop("source"), **options)
+    config = attr_json(run, "config")
+    start = time.perf_counter()
+    model_fn, args = _model_inputs(run.attrs["model"], catalog, prior)
+    state = {k: np.asarray(run["sampler_state"][k]) for k in ("position", "step_size", "inverse_mass_matrix")}
+    seed = int(config["seed"]) + int(np.asarray(run["posterior"]["draw"]).size)
+    out = nuts_engine.extend_nuts(model_fn, args, None, state, draws, seed, progress)
+    old_samples = {k: np.asarray(run["posterior"][k]) for k in HYPER_NAMES}
+    old_stats = {k: np.asarray(run["sample_stats"][k]) for k in out.stats}
+    samples = {k: np.concatenate([old_samples[k], out.samples[k]], axis=1) for k in HYPER_NAMES}
+    stats = {k: np.concatenate([old_stats[k], out.stats[k]], axis=1) for k in out.stats}
+    config["draws"] = int(np.shape(samples["alpha1"])[1])
+    n_mass = mass_draws if mass_draws is not None else (int(run["halo_mass"]["ln_mass"].shape[0] * run["halo_mass"]["ln_mass"].shape[1]) if "halo_mass" in run.children else 0)
+    halo_ln_mass = picks = None
+    if n_mass > 0:
+        halo_ln_mass, picks = _halo_masses(samples, catalog, prior, n_mass, seed)
+    attrs = dict(run.attrs)
+    attrs.update({"seconds": float(run.attrs["seconds"]) + time.perf_counter() - start, "config": config,
+                  "prior_options": attr_json(run, "prior_options")})
+    for key in ("catalog_hyper",):
+        if key in attrs:
+            attrs[key] = json.loads(attrs[key])
+    prior_draws = {k: np.asarray(run["prior"][k]) for k in HYPER_NAMES} if "prior" in run.children else None
+    return build_datatree(posterior=samples, sample_stats=stats, catalog=catalog, prior_draws=prior_draws, attrs=attrs,
+                          halo_ln_mass=halo_ln_mass, halo_mass_draw=picks, sampler_state=out.last_state)
+
+
+

@@ -1,0 +1,99 @@
+"""fit, summary, save/load and extend on a small mock (collapsed model)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import bigmali
+from bigmali import cli
+from bigmali.relation import HYPER_NAMES
+
+SUMMARY_KEYS = {"truth", "mean", "sd", "quantile", "in_hdi_68", "in_hdi_95", "r_hat", "ess_bulk", "ess_tail"}
+
+
+@pytest.fixture(scope="module")
+def small_mock(prior):
+    return bigmali.simulate(prior, n_halos=1500, seed=21)
+
+
+@pytest.fixture(scope="module")
+def nuts_run(small_mock, prior):
+    return bigmali.fit(small_mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=4, seed=1)
+
+
+def test_nuts_run_has_the_arviz_groups(nuts_run):
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "prior", "halo_mass", "sampler_state"):
+        assert group in nuts_run.children, group
+    assert set(HYPER_NAMES) <= set(nuts_run["posterior"].data_vars)
+    assert nuts_run["posterior"]["alpha1"].shape == (2, 200)
+    assert nuts_run["halo_mass"]["ln_mass"].shape == (2, 2, 1500)
+    assert nuts_run.attrs["model"] == "collapsed" and nuts_run.attrs["n_halos"] == 1500
+
+
+def test_summary_json_has_the_promised_shape(nuts_run):
+    result = bigmali.summary(nuts_run, truth="hyperseed")
+    assert set(result) >= {"parameters", "divergences", "n_halos", "model", "method", "seconds"}
+    assert set(result["parameters"]) == set(HYPER_NAMES)
+    for entry in result["parameters"].values():
+        assert set(entry) == SUMMARY_KEYS
+        assert 0.0 <= entry["quantile"] <= 1.0 and entry["r_hat"] < 1.05
+    assert result["divergences"] == 0
+    json.dumps(result)
+
+
+def test_small_mock_posterior_is_consistent_with_the_truth(nuts_run):
+    # 1,500 halos: a weak constraint; the truth must sit inside the central 99.8% of every marginal.
+    for name, entry in bigmali.summary(nuts_run, truth="hyperseed")["parameters"].items():
+        assert 0.001 < entry["quantile"] < 0.999, name
+
+
+def test_halo_masses_track_the_true_masses(nuts_run, small_mock):
+    ln_mass = np.asarray(nuts_run["halo_mass"]["ln_mass"]).reshape(-1, 1500).mean(axis=0)
+    truth = np.log(small_mock.mass)
+    assert np.corrcoef(ln_mass, truth)[0, 1] > 0.7
+    assert abs(np.mean(ln_mass - truth)) < 0.1
+
+
+def test_save_load_round_trip_and_extend(nuts_run, small_mock, tmp_path):
+    path = bigmali.save_run(nuts_run, tmp_path / "run.nc")
+    back = bigmali.load_run(path)
+    np.testing.assert_array_equal(back["posterior"]["alpha1"], nuts_run["posterior"]["alpha1"])
+    longer = bigmali.extend(back, small_mock, draws=50, progress=False, mass_draws=0)
+    assert longer["posterior"]["alpha1"].shape == (2, 250)
+    np.testing.assert_array_equal(np.asarray(longer["posterior"]["alpha1"])[:, :200], np.asarray(nuts_run["posterior"]["alpha1"]))
+
+
+def test_same_seed_same_numbers(small_mock, prior):
+    a = bigmali.fit(small_mock, prior=prior, method="svi", steps=300, svi_draws=200, progress=False, mass_draws=0, seed=4)
+    b = bigmali.fit(small_mock, prior=prior, method="svi", steps=300, svi_draws=200, progress=False, mass_draws=0, seed=4)
+    np.testing.assert_array_equal(a["posterior"]["alpha2"], b["posterior"]["alpha2"])
+
+
+def test_svi_agrees_with_nuts(nuts_run, small_mock, prior):
+    svi = bigmali.fit(small_mock, prior=prior, method="svi", steps=2000, progress=False, mass_draws=0, seed=2)
+    assert "svi_loss" in svi.children
+    nuts = bigmali.summary(nuts_run)["parameters"]
+    for name, entry in bigmali.summary(svi)["parameters"].items():
+        # 400 NUTS draws: allow 0.35 sd for the means and 35% for the sds.
+        assert abs(entry["mean"] - nuts[name]["mean"]) < 0.35 * nuts[name]["sd"], name
+        assert entry["sd"] == pytest.approx(nuts[name]["sd"], rel=0.35), name
+
+
+def test_cli_summary_json(nuts_run, tmp_path, capsys):
+    path = bigmali.save_run(nuts_run, tmp_path / "run.nc")
+    assert cli.main(["summary", str(path), "--truth", "hyperseed", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["parameters"]["S"]) == SUMMARY_KEYS
+
+
+def test_bad_run_file_fails_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.nc"
+    bad.write_text("not netcdf")
+    assert cli.main(["summary", str(bad)]) == 1
+    assert "cannot read run" in capsys.readouterr().err
+
+
+def test_unknown_model_is_refused(small_mock):
+    with pytest.raises(ValueError, match="latent_mass"):
+        bigmali.fit(small_mock, model="latent_mass")
