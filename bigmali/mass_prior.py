@@ -43,6 +43,7 @@ __all__ = [
     "load_mass_prior",
     "read_prior_table",
     "bin_index",
+    "table_rows",
     "density_mass",
     "cdf_mass",
     "log_prob_ln_mass",
@@ -284,7 +285,7 @@ def bin_index(prior: MassPrior, z):
     return jnp.clip(jnp.searchsorted(prior.z_grid, z, side="left"), 0, prior.z_grid.shape[0] - 1)
 
 
-def _rows(prior: MassPrior, z):
+def table_rows(prior: MassPrior, z):
     """The two tables mixed at ``z`` and the weight of the second: P = (1 - w) P_lo + w P_hi."""
     if prior.z_interp == "bins":
         row = bin_index(prior, z)
@@ -321,7 +322,7 @@ def _inside(prior: MassPrior, mass):
 def density_mass(prior: MassPrior, mass, z):
     """``P(M | z)`` per unit M (Msun^-1), zero outside the knots."""
     mass, z = jnp.broadcast_arrays(jnp.asarray(mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype))
-    lo, hi, w = _rows(prior, z)
+    lo, hi, w = table_rows(prior, z)
     k, t, width = _segment(prior, mass)
     p = (1.0 - w) * _row_density(prior, lo, k, t, width) + w * _row_density(prior, hi, k, t, width)
     return jnp.where(_inside(prior, mass), p, 0.0)
@@ -330,7 +331,7 @@ def density_mass(prior: MassPrior, mass, z):
 def cdf_mass(prior: MassPrior, mass, z):
     """Exact CDF of ``P(M | z)`` at ``mass`` (piecewise quadratic in M)."""
     mass, z = jnp.broadcast_arrays(jnp.asarray(mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype))
-    lo, hi, w = _rows(prior, z)
+    lo, hi, w = table_rows(prior, z)
     clipped = jnp.clip(mass, prior.mass[0], prior.mass[-1])
     k, t, width = _segment(prior, clipped)
     return (1.0 - w) * _row_cdf(prior, lo, k, t, width) + w * _row_cdf(prior, hi, k, t, width)
@@ -358,7 +359,7 @@ def sample_ln_mass(prior: MassPrior, key, z):
     """
     z = jnp.asarray(z, dtype=prior.z_grid.dtype)
     key_u, key_mix = jax.random.split(key)
-    lo, hi, w = _rows(prior, z)
+    lo, hi, w = table_rows(prior, z)
     row = jnp.where(jax.random.uniform(key_mix, z.shape) < w, hi, lo)
     u = jax.random.uniform(key_u, z.shape, dtype=prior.cdf.dtype)
     nz, nm = prior.cdf.shape

@@ -17,7 +17,10 @@ import jax.scipy.optimize as jso
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import initialize_model
 
-__all__ = ["Laplace", "laplace"]
+__all__ = ["Laplace", "laplace", "LAPLACE_MAX_DIM"]
+
+LAPLACE_MAX_DIM = 50
+"""Above this many latent variables the Hessian is not formed (the latent-mass models)."""
 
 
 class Laplace(NamedTuple):
@@ -42,11 +45,16 @@ class Laplace(NamedTuple):
         return jax.vmap(self.unravel)(flat)
 
 
-def laplace(model, model_args=(), model_kwargs=None, key=None) -> Laplace:
-    """Find the mode of ``model``'s potential with BFGS and take the Hessian there."""
+def laplace(model, model_args=(), model_kwargs=None, key=None) -> Laplace | None:
+    """Find the mode of ``model``'s potential with BFGS and take the Hessian there.
+
+    Returns None for models with more than ``LAPLACE_MAX_DIM`` latent variables.
+    """
     key = jax.random.PRNGKey(0) if key is None else key
     info, potential, _, _ = initialize_model(key, model, model_args=model_args, model_kwargs=model_kwargs or {})
     flat0, unravel = ravel_pytree(info.z)
+    if flat0.shape[0] > LAPLACE_MAX_DIM:
+        return None
     f = jax.jit(lambda x: potential(unravel(x)))
     result = jso.minimize(f, jnp.zeros_like(flat0), method="BFGS")
     x = result.x

@@ -22,7 +22,6 @@ from bigmali.inference.laplace import laplace
 __all__ = ["NutsConfig", "NutsOutput", "run_nuts", "extend_nuts"]
 
 EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "potential_energy", "adapt_state.step_size")
-LAPLACE_MAX_DIM = 50
 
 
 class NutsConfig(NamedTuple):
@@ -83,7 +82,7 @@ def run_nuts(model, model_args=(), model_kwargs=None, config: NutsConfig = NutsC
     kernel_kwargs = {"dense_mass": config.dense_mass, "target_accept_prob": config.target_accept, "max_tree_depth": config.max_tree_depth}
     init_params = None
     approx = laplace(model, model_args, model_kwargs, key_init)
-    if approx.mode.shape[0] <= LAPLACE_MAX_DIM:
+    if approx is not None:
         kernel_kwargs["inverse_mass_matrix"] = approx.cov if config.dense_mass else jnp.diag(approx.cov)
         init_params = approx.draws(key_init, config.chains)
         if config.chains == 1:

@@ -19,7 +19,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from bigmali import relation
-from bigmali.mass_prior import MassPrior, log_prob_ln_mass, sample_ln_mass
+from bigmali.mass_prior import MassPrior, table_rows, sample_ln_mass
 from bigmali.models.common import sample_hyper
 from bigmali.models.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
 from bigmali.relation import Hyper
@@ -81,9 +81,13 @@ def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, 
     z = jnp.asarray(z, dtype=jnp.float64)
     y = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
 
+    density = prior.density[:, lo + 1:hi]  # the prior at the knots, per table
+
     @jax.jit
     def block(key, zb, yb):
-        log_q = log_prob_ln_mass(prior, x[None, :], zb[:, None])
+        row_lo, row_hi, w = table_rows(prior, zb)
+        mixed = (1.0 - w)[:, None] * density[row_lo] + w[:, None] * density[row_hi]
+        log_q = jnp.log(mixed) + x[None, :]  # per unit ln M
         resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / sigma
         log_p = log_q - 0.5 * resid * resid  # unnormalised conditional at the knots
         # Trapezoid cell weights in log space, then the within-cell linear interpolant.

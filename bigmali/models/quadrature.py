@@ -44,7 +44,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr
 
 from bigmali import relation
-from bigmali.mass_prior import MassPrior, _rows
+from bigmali.mass_prior import MassPrior, table_rows
 from bigmali.relation import Hyper
 
 __all__ = [
@@ -125,7 +125,7 @@ def prepare(z, lum_obs, prior: MassPrior, gl_order: int = 3) -> CollapsedData:
         bg_log_c = np.zeros(0)
         bg_edges = np.zeros(0)
     z = jnp.asarray(z, dtype=jnp.float64)
-    row_lo, row_hi, w_hi = _rows(prior, z)
+    row_lo, row_hi, w_hi = table_rows(prior, z)
     return CollapsedData(
         y=jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64)),
         ln1pz=jnp.log1p(z),
