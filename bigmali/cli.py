@@ -170,7 +170,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--guide", choices=("mvn", "normal", "lowrank"), default="mvn", help="SVI guide")
     group.add_argument("--steps", type=int, default=3000, help="SVI steps")
     group.add_argument("--learning-rate", type=float, default=0.01, help="SVI Adam learning rate")
-    group.add_argument("--mass-draws", type=int, default=100, help="posterior draws with per-halo masses (0: none)")
+    group.add_argument("--mass-draws", type=int, default=20, help="posterior draws with per-halo masses (0: none; about 1-3 s each at 10^5 halos)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

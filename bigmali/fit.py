@@ -84,7 +84,7 @@ def fit(
     steps: int = 3000,
     learning_rate: float = 0.01,
     svi_draws: int = 4000,
-    mass_draws: int = 100,
+    mass_draws: int = 20,
 ):
     """Fit the mass-luminosity relation to a catalog and return an ArviZ DataTree.
 

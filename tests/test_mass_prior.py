@@ -1,6 +1,5 @@
 """The mass prior: the 2017 construction, normalisation, gradients, exact sampling, options."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import bigmali
 from bigmali import mass_function
 from bigmali.mass_prior import (
     H_2017,

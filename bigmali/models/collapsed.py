@@ -64,6 +64,33 @@ def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureC
         numpyro.sample("lum_obs", CollapsedLumObs(hyper, data, prior, z, config), obs=lum_obs)
 
 
+def _knots(prior: MassPrior):
+    lo, hi = (1, prior.mass.shape[0] - 2) if prior.background is not None else (0, prior.mass.shape[0] - 1)
+    return lo + 1, hi  # tabulated knots, ramps and background excluded
+
+
+@jax.jit
+def _draw_block(key, hyper: Hyper, prior: MassPrior, zb, yb):
+    first, stop = _knots(prior)
+    x = jnp.log(prior.mass[first:stop])
+    row_lo, row_hi, w = table_rows(prior, zb)
+    density = prior.density[:, first:stop]
+    mixed = (1.0 - w)[:, None] * density[row_lo] + w[:, None] * density[row_hi]
+    resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / relation.sigma_total(hyper.S)
+    log_p = jnp.log(mixed) + x[None, :] - 0.5 * resid * resid  # unnormalised conditional per unit ln M
+    # Trapezoid cell weights in log space, then the within-cell linear interpolant.
+    log_cell = jnp.logaddexp(log_p[:, 1:], log_p[:, :-1]) + jnp.log(jnp.diff(x))[None, :]
+    key_c, key_u = jax.random.split(key)
+    cell = jax.random.categorical(key_c, log_cell, axis=1)
+    rows = jnp.arange(zb.shape[0])
+    a = jnp.exp(log_p[rows, cell] - log_cell[rows, cell])
+    b = jnp.exp(log_p[rows, cell + 1] - log_cell[rows, cell])
+    u = jax.random.uniform(key_u, zb.shape)
+    # Inverse CDF of a density linear in s on [0, 1], from a at s = 0 to b at s = 1.
+    s = jnp.where(jnp.abs(b - a) > 1e-12 * (a + b), (jnp.sqrt(a * a + (b * b - a * a) * u) - a) / (b - a), u)
+    return x[cell] + s * (x[cell + 1] - x[cell])
+
+
 def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, chunk: int = 16384):
     """One draw of every halo's ln M from ``P(M | L_obs, z, theta)``, on the prior's knots.
 
@@ -74,40 +101,14 @@ def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, 
     interpolant. Background cells are left out: a halo so extreme that only the 1e-30
     background explains it gets its mass at the nearest edge of the table.
     """
-    prior_x = jnp.log(prior.mass)
-    lo, hi = (1, prior.mass.shape[0] - 2) if prior.background is not None else (0, prior.mass.shape[0] - 1)
-    x = prior_x[lo + 1:hi]  # tabulated knots (ramps and background excluded)
-    sigma = relation.sigma_total(hyper.S)
+    hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
     z = jnp.asarray(z, dtype=jnp.float64)
     y = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
-
-    density = prior.density[:, lo + 1:hi]  # the prior at the knots, per table
-
-    @jax.jit
-    def block(key, zb, yb):
-        row_lo, row_hi, w = table_rows(prior, zb)
-        mixed = (1.0 - w)[:, None] * density[row_lo] + w[:, None] * density[row_hi]
-        log_q = jnp.log(mixed) + x[None, :]  # per unit ln M
-        resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / sigma
-        log_p = log_q - 0.5 * resid * resid  # unnormalised conditional at the knots
-        # Trapezoid cell weights in log space, then the within-cell linear interpolant.
-        log_cell = jnp.logaddexp(log_p[:, 1:], log_p[:, :-1]) + jnp.log(jnp.diff(x))[None, :]
-        key_c, key_u = jax.random.split(key)
-        cell = jax.random.categorical(key_c, log_cell, axis=1)
-        rows = jnp.arange(zb.shape[0])
-        p0, p1 = jnp.exp(log_p[rows, cell] - log_cell[rows, cell]), jnp.exp(log_p[rows, cell + 1] - log_cell[rows, cell])
-        u = jax.random.uniform(key_u, zb.shape)
-        # Inverse CDF of a linear density a + (b - a) s on s in [0, 1].
-        a, b = p0, p1
-        s = jnp.where(jnp.abs(b - a) > 1e-12 * (a + b), (jnp.sqrt(a * a + (b * b - a * a) * u) - a) / (b - a), u)
-        return x[cell] + s * (x[cell + 1] - x[cell])
-
     out = []
-    n = z.shape[0]
-    for i, start in enumerate(range(0, n, chunk)):
+    for i, start in enumerate(range(0, z.shape[0], chunk)):
         zb, yb = z[start:start + chunk], y[start:start + chunk]
         pad = chunk - zb.shape[0]
-        if pad:
+        if pad:  # one compiled shape for every chunk
             zb, yb = jnp.pad(zb, (0, pad), mode="edge"), jnp.pad(yb, (0, pad), mode="edge")
-        out.append(block(jax.random.fold_in(key, i), zb, yb)[: chunk - pad])
+        out.append(_draw_block(jax.random.fold_in(key, i), hyper, prior, zb, yb)[: chunk - pad])
     return jnp.concatenate(out)
