@@ -18,7 +18,7 @@ import xarray as xr
 
 from bigmali.relation import HYPER_NAMES
 
-__all__ = ["build_datatree", "save_run", "load_run", "hyper_draws"]
+__all__ = ["build_datatree", "save_run", "load_run", "attr_json"]
 
 
 def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws: dict | None, attrs: dict,
@@ -83,9 +83,3 @@ def attr_json(tree: xr.DataTree, name: str, default=None):
     """A structured attribute of the run (stored as JSON)."""
     value = tree.attrs.get(name)
     return default if value is None else json.loads(value)
-
-
-def hyper_draws(tree: xr.DataTree) -> np.ndarray:
-    """The posterior hyperparameters as an array of shape (chain, draw, 4)."""
-    post = tree["posterior"]
-    return np.stack([np.asarray(post[name]) for name in HYPER_NAMES], axis=-1)
