@@ -5,7 +5,6 @@ Data flow: catalog -> mass prior -> model data -> inference -> DataTree.
 
 from __future__ import annotations
 
-import json
 import time
 
 import jax
@@ -105,8 +104,7 @@ def fit(
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})}
     if prior is None:
-        prior = load_mass_prior(options.pop("source"), **options)
-        options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})}
+        prior = load_mass_prior(**options)
     if catalog.z.max() > prior.z_max:
         raise ValueError(f"column 'z': the catalog reaches z = {catalog.z.max():g}, beyond the mass prior's {prior.z_max:g}")
     start = time.perf_counter()
@@ -156,8 +154,7 @@ def extend(run, catalog: Catalog, draws: int = 1000, *, progress: bool = True, m
         raise ValueError("only a NUTS run with a saved sampler state can be extended")
     if len(catalog) != int(run.attrs["n_halos"]) or not np.array_equal(catalog.lum_obs, np.asarray(run["observed_data"]["lum_obs"])):
         raise ValueError("the catalog is not the one this run was fitted to")
-    options = attr_json(run, "prior_options")
-    prior = load_mass_prior(options.pop("source"), **options)
+    prior = load_mass_prior(**attr_json(run, "prior_options"))
     config = attr_json(run, "config")
     start = time.perf_counter()
     model_fn, args = _model_inputs(run.attrs["model"], catalog, prior)
@@ -173,12 +170,8 @@ def extend(run, catalog: Catalog, draws: int = 1000, *, progress: bool = True, m
     halo_ln_mass = picks = None
     if n_mass > 0:
         halo_ln_mass, picks = _halo_masses(samples, catalog, prior, n_mass, seed)
-    attrs = dict(run.attrs)
-    attrs.update({"seconds": float(run.attrs["seconds"]) + time.perf_counter() - start, "config": config,
-                  "prior_options": attr_json(run, "prior_options")})
-    for key in ("catalog_hyper",):
-        if key in attrs:
-            attrs[key] = json.loads(attrs[key])
+    attrs = dict(run.attrs)  # structured entries are JSON text already; build_datatree keeps strings as they are
+    attrs.update({"seconds": float(run.attrs["seconds"]) + time.perf_counter() - start, "config": config})
     prior_draws = {k: np.asarray(run["prior"][k]) for k in HYPER_NAMES} if "prior" in run.children else None
     return build_datatree(posterior=samples, sample_stats=stats, catalog=catalog, prior_draws=prior_draws, attrs=attrs,
                           halo_ln_mass=halo_ln_mass, halo_mass_draw=picks, sampler_state=out.last_state)
