@@ -28,14 +28,7 @@ def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
 def prior_from_args(args):
     from bigmali.mass_prior import load_mass_prior
 
-    return load_mass_prior(
-        args.mass_prior,
-        hmf_model=args.hmf_model,
-        cosmology=args.cosmology,
-        mass_convention=args.mass_convention,
-        z_interp=args.z_interp,
-        density_per=args.prior_density_per,
-    )
+    return load_mass_prior(**_prior_options(args))
 
 
 def _cmd_simulate(args) -> int:

@@ -19,7 +19,7 @@ from bigmali.inference.results import attr_json, build_datatree
 from bigmali.mass_prior import MassPrior, load_mass_prior
 from bigmali.models import MODELS, collapsed
 from bigmali.models.quadrature import QuadratureConfig
-from bigmali.relation import HYPER_NAMES, Hyper, sample_hyperprior
+from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
 
 __all__ = ["fit", "extend", "METHODS"]
 
@@ -55,13 +55,6 @@ def _halo_masses(samples: dict, catalog: Catalog, prior: MassPrior, mass_draws: 
 def _prior_draws(seed: int, n: int = 1000) -> dict:
     draws = sample_hyperprior(jax.random.PRNGKey(seed + 15485863), (1, n))
     return {name: np.asarray(v) for name, v in draws._asdict().items()}
-
-
-def _truth_from_catalog(catalog: Catalog) -> dict | None:
-    meta = catalog.meta
-    if all(name.upper() in meta for name in HYPER_NAMES):
-        return {name: float(meta[name.upper()]) for name in HYPER_NAMES}
-    return None
 
 
 def fit(
@@ -102,7 +95,8 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
-    options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})}
+    # The options are recorded only when they describe the prior used (extend rebuilds it).
+    options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})} if prior is None or prior_options else None
     if prior is None:
         prior = load_mass_prior(**options)
     if catalog.z.max() > prior.z_max:
@@ -136,9 +130,9 @@ def fit(
         "prior_description": prior.description,
         "bigmali_version": _version,
     }
-    truth = _truth_from_catalog(catalog)
+    truth = hyper_from_meta(catalog.meta)
     if truth is not None:
-        attrs["catalog_hyper"] = truth
+        attrs["catalog_hyper"] = truth._asdict()
     tree = build_datatree(posterior=samples, sample_stats=stats, catalog=catalog, prior_draws=_prior_draws(seed),
                           attrs=attrs, halo_ln_mass=halo_ln_mass, halo_mass_draw=picks, sampler_state=sampler_state)
     if method == "svi":
@@ -148,13 +142,22 @@ def fit(
     return tree
 
 
-def extend(run, catalog: Catalog, draws: int = 1000, *, progress: bool = True, mass_draws: int | None = None):
-    """Add ``draws`` draws to every chain of a finished NUTS run; returns the longer run."""
+def extend(run, catalog: Catalog, draws: int = 1000, *, prior: MassPrior | None = None, progress: bool = True,
+           mass_draws: int | None = None):
+    """Add ``draws`` draws to every chain of a finished NUTS run; returns the longer run.
+
+    The mass prior is rebuilt from the options the run recorded; a run fitted with a prior
+    object of the caller's own needs that prior passed again.
+    """
     if run.attrs.get("method") != "nuts" or "sampler_state" not in run.children:
         raise ValueError("only a NUTS run with a saved sampler state can be extended")
     if len(catalog) != int(run.attrs["n_halos"]) or not np.array_equal(catalog.lum_obs, np.asarray(run["observed_data"]["lum_obs"])):
         raise ValueError("the catalog is not the one this run was fitted to")
-    prior = load_mass_prior(**attr_json(run, "prior_options"))
+    if prior is None:
+        options = attr_json(run, "prior_options")
+        if options is None:
+            raise ValueError("this run was fitted with a caller's own mass prior: pass it as prior=")
+        prior = load_mass_prior(**options)
     config = attr_json(run, "config")
     start = time.perf_counter()
     model_fn, args = _model_inputs(run.attrs["model"], catalog, prior)
@@ -166,15 +169,13 @@ def extend(run, catalog: Catalog, draws: int = 1000, *, progress: bool = True, m
     samples = {k: np.concatenate([old_samples[k], out.samples[k]], axis=1) for k in HYPER_NAMES}
     stats = {k: np.concatenate([old_stats[k], out.stats[k]], axis=1) for k in out.stats}
     config["draws"] = int(np.shape(samples["alpha1"])[1])
-    n_mass = mass_draws if mass_draws is not None else (int(run["halo_mass"]["ln_mass"].shape[0] * run["halo_mass"]["ln_mass"].shape[1]) if "halo_mass" in run.children else 0)
+    if mass_draws is None:  # as many as the run had
+        mass_draws = int(np.prod(run["halo_mass"]["ln_mass"].shape[:2])) if "halo_mass" in run.children else 0
     halo_ln_mass = picks = None
-    if n_mass > 0:
-        halo_ln_mass, picks = _halo_masses(samples, catalog, prior, n_mass, seed)
+    if mass_draws > 0:
+        halo_ln_mass, picks = _halo_masses(samples, catalog, prior, mass_draws, seed)
     attrs = dict(run.attrs)  # structured entries are JSON text already; build_datatree keeps strings as they are
     attrs.update({"seconds": float(run.attrs["seconds"]) + time.perf_counter() - start, "config": config})
     prior_draws = {k: np.asarray(run["prior"][k]) for k in HYPER_NAMES} if "prior" in run.children else None
     return build_datatree(posterior=samples, sample_stats=stats, catalog=catalog, prior_draws=prior_draws, attrs=attrs,
                           halo_ln_mass=halo_ln_mass, halo_mass_draw=picks, sampler_state=out.last_state)
-
-
-

@@ -170,7 +170,7 @@ def simulate(
     e1, e2 = jax.random.normal(key_l, (2, z.size))
     ln_lum = relation.ln_mu_L(ln_mass, jnp.asarray(z), hyper) + hyper.S * e1
     ln_lum_obs = ln_lum + relation.SIGMA_OBS * e2
-    meta.update({name.upper(): float(value) for name, value in hyper._asdict().items()})
+    meta.update(relation.hyper_to_meta(hyper))
     meta["PRIOR"] = prior.description
     return Catalog.from_arrays(
         z=z,

@@ -40,6 +40,8 @@ __all__ = [
     "hyperprior_logpdf",
     "sample_hyperprior",
     "parse_hyper",
+    "hyper_to_meta",
+    "hyper_from_meta",
 ]
 
 ALPHA3 = 2.35e14
@@ -126,6 +128,18 @@ def sample_hyperprior(key, shape=()) -> Hyper:
 
     draws = jax.random.normal(key, (4, *shape))
     return Hyper(*(m + s * d for m, s, d in zip(HYPERPRIOR_MEAN, HYPERPRIOR_SD, draws)))
+
+
+def hyper_to_meta(hyper: Hyper) -> dict:
+    """Catalog metadata recording generating hyperparameters (FITS-friendly upper-case keys)."""
+    return {name.upper(): float(value) for name, value in hyper._asdict().items()}
+
+
+def hyper_from_meta(meta) -> Hyper | None:
+    """The hyperparameters recorded by :func:`hyper_to_meta`, or None if any is missing."""
+    if not all(name.upper() in meta for name in HYPER_NAMES):
+        return None
+    return Hyper(*(float(meta[name.upper()]) for name in HYPER_NAMES))
 
 
 def parse_hyper(text: str | None, default: Hyper = HYPERSEED) -> Hyper:

@@ -55,11 +55,14 @@ def test_halo_masses_track_the_true_masses(nuts_run, small_mock):
     assert abs(np.mean(ln_mass - truth)) < 0.1
 
 
-def test_save_load_round_trip_and_extend(nuts_run, small_mock, tmp_path):
+def test_save_load_round_trip_and_extend(nuts_run, small_mock, prior, tmp_path):
     path = bigmali.save_run(nuts_run, tmp_path / "run.nc")
     back = bigmali.load_run(path)
     np.testing.assert_array_equal(back["posterior"]["alpha1"], nuts_run["posterior"]["alpha1"])
-    longer = bigmali.extend(back, small_mock, draws=50, progress=False, mass_draws=0)
+    # Fitted with a prior object and no options: extend must be given the prior, not guess it.
+    with pytest.raises(ValueError, match="pass it as prior="):
+        bigmali.extend(back, small_mock, draws=5, progress=False, mass_draws=0)
+    longer = bigmali.extend(back, small_mock, draws=50, prior=prior, progress=False, mass_draws=0)
     assert longer["posterior"]["alpha1"].shape == (2, 250)
     np.testing.assert_array_equal(np.asarray(longer["posterior"]["alpha1"])[:, :200], np.asarray(nuts_run["posterior"]["alpha1"]))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigmali.relation import HYPER_NAMES, HYPERSEED
+from bigmali.relation import HYPER_NAMES, HYPERSEED, hyper_from_meta
 
 __all__ = ["summary", "resolve_truth", "format_summary"]
 
@@ -39,11 +39,10 @@ def resolve_truth(truth) -> dict | None:
         return {name: float(data[name]) for name in HYPER_NAMES}
     from bigmali.catalog import read_catalog
 
-    meta = read_catalog(path, z_max=None).meta
-    missing = [n for n in HYPER_NAMES if n.upper() not in meta]
-    if missing:
-        raise ValueError(f"catalog {str(path)!r} records no generating hyperparameters ({', '.join(missing)} missing)")
-    return {name: float(meta[name.upper()]) for name in HYPER_NAMES}
+    hyper = hyper_from_meta(read_catalog(path, z_max=None).meta)
+    if hyper is None:
+        raise ValueError(f"catalog {str(path)!r} records no generating hyperparameters")
+    return {name: float(v) for name, v in hyper._asdict().items()}
 
 
 def summary(run, truth=None) -> dict:

@@ -56,7 +56,7 @@ def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws:
             "inverse_mass_matrix": (("chain",) + (("latent", "latent2") if sampler_state["inverse_mass_matrix"].ndim == 3 else ("latent",)),
                                     sampler_state["inverse_mass_matrix"]),
         }))
-    tree.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
+    tree.attrs.update({k: (json.dumps(v) if v is None or isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
     return tree
 
 
