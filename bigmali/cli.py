@@ -195,9 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit_p = sub.add_parser("fit", help="fit the relation to a catalog; writes a netCDF DataTree")
     fit_p.add_argument("catalog", metavar="CATALOG")
-    fit_p.add_argument("--model", choices=("collapsed",), default="collapsed",
-                       help="collapsed: masses integrated out exactly (latent_mass and full are not built yet)")
-    fit_p.add_argument("--method", choices=("nuts", "svi"), default="nuts")
+    fit_p.add_argument("--model", choices=("collapsed", "latent_mass", "full"), default="collapsed",
+                       help="collapsed: masses integrated out exactly; latent_mass: one latent ln M per halo; "
+                            "full: latent ln M and ln L per halo (latent models: nuts only)")
+    fit_p.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs"), default="nuts",
+                       help="nuts (any model), svi (collapsed), nuts_gibbs (latent_mass: NUTS on the hyperparameters within Gibbs over the masses)")
     fit_p.add_argument("--out", required=True, metavar="run.nc")
     fit_p.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="add a recovery table")
     _add_fit_arguments(fit_p)

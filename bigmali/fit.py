@@ -17,21 +17,24 @@ from bigmali.inference import nuts as nuts_engine
 from bigmali.inference import svi as svi_engine
 from bigmali.inference.results import attr_json, build_datatree
 from bigmali.mass_prior import MassPrior, load_mass_prior
-from bigmali.models import MODELS, collapsed
+from bigmali.models import LATENT_SITES, MODELS, collapsed
+from bigmali.models.common import HYPER_SITES
 from bigmali.models.quadrature import QuadratureConfig
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
 
 __all__ = ["fit", "extend", "METHODS"]
 
-METHODS = ("nuts", "svi")
+METHODS = ("nuts", "svi", "nuts_gibbs")
 DEFAULT_PRIOR_OPTIONS = {"source": "tinker10", "hmf_model": "Tinker10", "cosmology": "WMAP5",
                          "mass_convention": "2017", "z_interp": "bins", "density_per": None}
 
 
 def _model_inputs(model: str, catalog: Catalog, prior: MassPrior):
     if model not in MODELS:
-        raise ValueError(f"model {model!r}: this release has {', '.join(MODELS)} (latent_mass and full are not built yet)")
+        raise ValueError(f"model {model!r}: choose one of {', '.join(MODELS)}")
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
+    if model in LATENT_SITES:
+        return MODELS[model].model, (z, lum, prior, "data")
     data = collapsed.prepare_data(z, lum, prior)
     config = QuadratureConfig(linear=prior.z_interp == "linear")
     return MODELS[model].model, (z, lum, prior, data, config)
@@ -82,15 +85,18 @@ def fit(
 
     Args:
         catalog: a validated :class:`~bigmali.catalog.Catalog`.
-        model: ``"collapsed"`` (masses integrated out exactly).
-        method: ``"nuts"`` or ``"svi"``.
+        model: ``"collapsed"`` (masses integrated out exactly), ``"latent_mass"`` (one latent
+            ln M per halo) or ``"full"`` (latent ln M and ln L per halo); the latter two with NUTS.
+        method: ``"nuts"``, ``"svi"`` (collapsed model) or ``"nuts_gibbs"`` (latent_mass model:
+            NUTS on the hyperparameters within Metropolis-Hastings Gibbs over the masses).
         prior: the mass prior; by default built from ``prior_options`` (the CLI's prior
             flags as keyword names of :func:`~bigmali.mass_prior.load_mass_prior`, plus
             ``source``), which are recorded so that the run can be extended later.
         chains, warmup, draws, target_accept, dense_mass, chain_method: NUTS settings.
         guide, steps, learning_rate, svi_draws: SVI settings (guide ``mvn``, ``normal``, ``lowrank``).
-        mass_draws: per-halo masses are drawn from their exact conditional for this many
-            posterior draws in all (0 for none); stored in the ``halo_mass`` group.
+        mass_draws: per-halo masses are kept for this many posterior draws in all (0 for none),
+            in the ``halo_mass`` group: drawn from their exact conditional for the collapsed
+            model, the sampled masses themselves for the latent models.
         seed: the same seed gives the same numbers.
     """
     if method not in METHODS:
@@ -103,8 +109,23 @@ def fit(
         raise ValueError(f"column 'z': the catalog reaches z = {catalog.z.max():g}, beyond the mass prior's {prior.z_max:g}")
     start = time.perf_counter()
     model_fn, args = _model_inputs(model, catalog, prior)
-    sampler_state = None
-    if method == "nuts":
+    sampler_state = halo_ln_mass = picks = None
+    if model in LATENT_SITES:
+        allowed = ("nuts", "nuts_gibbs") if model == "latent_mass" else ("nuts",)
+        if method not in allowed:
+            raise ValueError(f"method {method!r}: the {model} model is fitted with {' or '.join(allowed)}")
+    elif method == "nuts_gibbs":
+        raise ValueError("method 'nuts_gibbs' updates per-halo latents: use it with model='latent_mass'")
+    if model in LATENT_SITES:
+        config = nuts_engine.NutsConfig(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept,
+                                        dense_mass=dense_mass, seed=seed, chain_method=chain_method, progress=progress)
+        out = nuts_engine.run_nuts_latent(model_fn, args, HYPER_SITES, ("ln_mass",), LATENT_SITES[model], config,
+                                          halo_draws=max(mass_draws, 1),
+                                          gibbs_site="ln_mass_u" if method == "nuts_gibbs" else None)
+        samples, stats, run_config = out.samples, out.stats, config._asdict()
+        if mass_draws > 0:
+            halo_ln_mass, picks = out.halo["ln_mass"], out.halo_draw
+    elif method == "nuts":
         config = nuts_engine.NutsConfig(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept,
                                         dense_mass=dense_mass, seed=seed, chain_method=chain_method, progress=progress)
         out = nuts_engine.run_nuts(model_fn, args, config=config)
@@ -117,8 +138,7 @@ def fit(
         samples = out.samples
         stats = {"converged": np.full(np.shape(samples["alpha1"]), out.converged)}
         run_config = {**config._asdict(), "converged": out.converged, "final_loss": float(out.losses[-1])}
-    halo_ln_mass = picks = None
-    if mass_draws > 0:
+    if mass_draws > 0 and model not in LATENT_SITES:
         halo_ln_mass, picks = _halo_masses(samples, catalog, prior, mass_draws, seed)
     attrs = {
         "model": model,

@@ -42,6 +42,7 @@ __all__ = [
     "build_mass_prior",
     "load_mass_prior",
     "read_prior_table",
+    "tabulated_knots",
     "bin_index",
     "table_rows",
     "density_mass",
@@ -278,6 +279,12 @@ def load_mass_prior(
 
 
 # ---------------------------------------------------------------- evaluation (JAX)
+
+
+def tabulated_knots(prior: MassPrior) -> slice:
+    """The knots of the mass-function table itself: background knots and their ramps left out."""
+    n = prior.mass.shape[0]
+    return slice(2, n - 2) if prior.background is not None else slice(0, n)
 
 
 def bin_index(prior: MassPrior, z):

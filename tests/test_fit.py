@@ -98,5 +98,5 @@ def test_bad_run_file_fails_clearly(tmp_path, capsys):
 
 
 def test_unknown_model_is_refused(small_mock):
-    with pytest.raises(ValueError, match="latent_mass"):
-        bigmali.fit(small_mock, model="latent_mass")
+    with pytest.raises(ValueError, match="model 'nonsense': choose one of collapsed, latent_mass, full"):
+        bigmali.fit(small_mock, model="nonsense")

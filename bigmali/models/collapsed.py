@@ -19,7 +19,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from bigmali import relation
-from bigmali.mass_prior import MassPrior, table_rows, sample_ln_mass
+from bigmali.mass_prior import MassPrior, sample_ln_mass, table_rows, tabulated_knots
 from bigmali.models.common import sample_hyper
 from bigmali.models.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
 from bigmali.relation import Hyper
@@ -64,17 +64,12 @@ def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureC
         numpyro.sample("lum_obs", CollapsedLumObs(hyper, data, prior, z, config), obs=lum_obs)
 
 
-def _knots(prior: MassPrior):
-    lo, hi = (1, prior.mass.shape[0] - 2) if prior.background is not None else (0, prior.mass.shape[0] - 1)
-    return lo + 1, hi  # tabulated knots, ramps and background excluded
-
-
 @jax.jit
 def _draw_block(key, hyper: Hyper, prior: MassPrior, zb, yb):
-    first, stop = _knots(prior)
-    x = jnp.log(prior.mass[first:stop])
+    knots = tabulated_knots(prior)
+    x = jnp.log(prior.mass[knots])
     row_lo, row_hi, w = table_rows(prior, zb)
-    density = prior.density[:, first:stop]
+    density = prior.density[:, knots]
     mixed = (1.0 - w)[:, None] * density[row_lo] + w[:, None] * density[row_hi]
     resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / relation.sigma_total(hyper.S)
     log_p = jnp.log(mixed) + x[None, :] - 0.5 * resid * resid  # unnormalised conditional per unit ln M
