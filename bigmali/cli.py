@@ -158,7 +158,8 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chains", type=int, default=4)
     group.add_argument("--draws", type=int, default=1000)
     group.add_argument("--warmup", type=int, default=1000)
-    group.add_argument("--target-accept", type=float, default=0.8)
+    group.add_argument("--target-accept", type=float, default=None,
+                       help="NUTS target acceptance (default 0.65 for collapsed, 0.8 for the latent models)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--guide", choices=("mvn", "normal", "lowrank"), default="mvn", help="SVI guide")
     group.add_argument("--steps", type=int, default=3000, help="SVI steps")

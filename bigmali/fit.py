@@ -70,7 +70,7 @@ def fit(
     chains: int = 4,
     warmup: int = 1000,
     draws: int = 1000,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     dense_mass: bool = True,
     seed: int = 0,
     progress: bool = True,
@@ -93,6 +93,10 @@ def fit(
             flags as keyword names of :func:`~bigmali.mass_prior.load_mass_prior`, plus
             ``source``), which are recorded so that the run can be extended later.
         chains, warmup, draws, target_accept, dense_mass, chain_method: NUTS settings.
+            ``target_accept`` defaults to 0.65 for the collapsed model and 0.8 for the latent
+            models. The collapsed posterior is four nearly Gaussian parameters: on the
+            115,919-halo mock, 0.65 gave 3.1 leapfrog steps per draw and bulk ESS ~6900 in
+            169 s, against 4.9 steps and ESS ~4200 in 215 s at 0.8 (no divergences either way).
         guide, steps, learning_rate, svi_draws: SVI settings (guide ``mvn``, ``normal``, ``lowrank``).
         mass_draws: per-halo masses are kept for this many posterior draws in all (0 for none),
             in the ``halo_mass`` group: drawn from their exact conditional for the collapsed
@@ -107,6 +111,8 @@ def fit(
         prior = load_mass_prior(**options)
     if catalog.z.max() > prior.z_max:
         raise ValueError(f"column 'z': the catalog reaches z = {catalog.z.max():g}, beyond the mass prior's {prior.z_max:g}")
+    if target_accept is None:
+        target_accept = 0.65 if model == "collapsed" else 0.8
     start = time.perf_counter()
     model_fn, args = _model_inputs(model, catalog, prior)
     sampler_state = halo_ln_mass = picks = None
