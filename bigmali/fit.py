@@ -122,9 +122,10 @@ def fit(
             raise ValueError(f"method {method!r}: the {model} model is fitted with {' or '.join(allowed)}")
     elif method == "nuts_gibbs":
         raise ValueError("method 'nuts_gibbs' updates per-halo latents: use it with model='latent_mass'")
+    nuts_config = nuts_engine.NutsConfig(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept,
+                                         dense_mass=dense_mass, seed=seed, chain_method=chain_method, progress=progress)
     if model in LATENT_SITES:
-        config = nuts_engine.NutsConfig(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept,
-                                        dense_mass=dense_mass, seed=seed, chain_method=chain_method, progress=progress)
+        config = nuts_config
         out = nuts_engine.run_nuts_latent(model_fn, args, HYPER_SITES, ("ln_mass",), LATENT_SITES[model], config,
                                           halo_draws=max(mass_draws, 1),
                                           gibbs_site="ln_mass_u" if method == "nuts_gibbs" else None)
@@ -132,8 +133,7 @@ def fit(
         if mass_draws > 0:
             halo_ln_mass, picks = out.halo["ln_mass"], out.halo_draw
     elif method == "nuts":
-        config = nuts_engine.NutsConfig(chains=chains, warmup=warmup, draws=draws, target_accept=target_accept,
-                                        dense_mass=dense_mass, seed=seed, chain_method=chain_method, progress=progress)
+        config = nuts_config
         out = nuts_engine.run_nuts(model_fn, args, config=config)
         samples, stats, sampler_state = out.samples, out.stats, out.last_state
         run_config = config._asdict()
