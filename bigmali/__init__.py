@@ -14,7 +14,7 @@ from bigmali.catalog import Catalog, read_catalog, validate_catalog, write_catal
 from bigmali.lightcone import simulate  # noqa: E402
 from bigmali.mass_prior import MassPrior, load_mass_prior  # noqa: E402
 from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, HYPERSEED, Hyper  # noqa: E402
-from bigmali.fit import extend, fit  # noqa: E402
+from bigmali.fit import extend, fit, pointwise_log_likelihood  # noqa: E402
 from bigmali.diagnostics import summary  # noqa: E402
 from bigmali.inference import load_run, save_run  # noqa: E402
 
@@ -31,6 +31,7 @@ __all__ = [
     "HYPERPRIOR_MEAN",
     "HYPERPRIOR_SD",
     "fit",
+    "pointwise_log_likelihood",
     "extend",
     "summary",
     "save_run",

@@ -94,7 +94,8 @@ def _prior_options(args) -> dict:
 def _fit_kwargs(args) -> dict:
     return dict(chains=args.chains, warmup=args.warmup, draws=args.draws, target_accept=args.target_accept,
                 seed=args.seed, progress=not args.quiet, guide=args.guide, steps=args.steps,
-                learning_rate=args.learning_rate, mass_draws=args.mass_draws)
+                learning_rate=args.learning_rate, mass_draws=args.mass_draws, is_samples=args.is_samples,
+                n_hyper=args.n_hyper, is_clip=not args.no_is_clip, is_likelihood=args.is_likelihood)
 
 
 def _print_summary(run, truth, as_json: bool) -> None:
@@ -110,7 +111,13 @@ def _print_summary(run, truth, as_json: bool) -> None:
 
     from bigmali.relation import HYPER_NAMES
 
-    print(azs.summary(run, var_names=list(HYPER_NAMES)).to_string())
+    if "weights" in result:  # weighted draws: ArviZ's unweighted table would mislead
+        print(format_summary(result))
+        return
+    # ArviZ rounds to the Monte Carlo error by default, which prints the interval bounds of
+    # alpha1 (sd 0.01) as "11": six significant figures read better.
+    table = azs.summary(run, var_names=list(HYPER_NAMES), round_to="none")
+    print(table.to_string(float_format=lambda v: f"{v:.6g}"))
     print()
     print(format_summary(result))
 
@@ -133,6 +140,23 @@ def _cmd_summary(args) -> int:
     from bigmali.inference import load_run
 
     _print_summary(load_run(args.run), args.truth, args.json)
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    import json
+
+    from bigmali.diagnostics.compare import compare, format_comparison, plot_comparison
+    from bigmali.diagnostics.recovery import resolve_truth
+    from bigmali.inference import load_run
+
+    runs = [load_run(path) for path in args.runs]
+    labels = [f"{path} ({r.attrs.get('method')})" for path, r in zip(args.runs, runs)]
+    result = compare(runs, labels)
+    print(json.dumps(result) if args.json else format_comparison(result))
+    plot_comparison(runs, args.png, labels, truth=resolve_truth(args.truth))
+    if not args.json:
+        print(f"wrote {args.png}")
     return 0
 
 
@@ -166,6 +190,13 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=float, default=0.01, help="SVI Adam learning rate")
     group.add_argument("--mass-draws", type=int, default=20, help="posterior draws with per-halo masses (0: none; about 1-3 s each at 10^5 halos)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group = parser.add_argument_group("importance sampling (is_prior, is_proposal, pmmh, nuts_is)")
+    group.add_argument("--is-samples", type=int, default=100, metavar="N", help="importance samples per halo (default 100)")
+    group.add_argument("--n-hyper", type=int, default=None, metavar="K",
+                       help="hyper-samples (default 10000 for is_prior, 4000 for is_proposal)")
+    group.add_argument("--no-is-clip", action="store_true", help="do not clip proposed masses into the table (2017 clipped)")
+    group.add_argument("--is-likelihood", choices=("is", "exact"), default="is",
+                       help="is_prior: weight by the 2017 IS estimate (default) or the exact collapsed likelihood")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit_p.add_argument("--model", choices=("collapsed", "latent_mass", "full"), default="collapsed",
                        help="collapsed: masses integrated out exactly; latent_mass: one latent ln M per halo; "
                             "full: latent ln M and ln L per halo (latent models: nuts only)")
-    fit_p.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs"), default="nuts",
-                       help="nuts (any model), svi (collapsed), nuts_gibbs (latent_mass: NUTS on the hyperparameters within Gibbs over the masses)")
+    fit_p.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs", "is_prior", "is_proposal", "pmmh", "nuts_is"), default="nuts",
+                       help="nuts (any model), svi (collapsed), nuts_gibbs (latent_mass: NUTS on the hyperparameters within "
+                            "Gibbs over the masses); the 2017 importance-sampling methods on the collapsed model: is_prior "
+                            "(hyperprior draws weighted by the IS likelihood), is_proposal (Laplace draws reweighted, PSIS), "
+                            "pmmh (pseudo-marginal MH), nuts_is (NUTS on the IS likelihood, fixed random numbers)")
     fit_p.add_argument("--out", required=True, metavar="run.nc")
     fit_p.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="add a recovery table")
     _add_fit_arguments(fit_p)
@@ -212,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog")
     summ.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     summ.set_defaults(func=_cmd_summary)
+
+    comp = sub.add_parser("compare", help="compare runs: means, sds, shifts in the first run's sd; overlaid marginals")
+    comp.add_argument("runs", nargs="+", metavar="run.nc")
+    comp.add_argument("--png", default="compare.png", metavar="FILE", help="overlaid marginal densities (default compare.png)")
+    comp.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="draw the truth on the plot")
+    comp.add_argument("--json", action="store_true")
+    comp.set_defaults(func=_cmd_compare)
 
     demo = sub.add_parser("demo", help="simulate the 2017-sized mock, fit it with collapsed NUTS, show the recovery")
     demo.add_argument("--n-halos", type=int, default=None, help="default 115919, the 2017 count")

@@ -23,7 +23,8 @@ def nuts_run(small_mock, prior):
 
 
 def test_nuts_run_has_the_arviz_groups(nuts_run):
-    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "prior", "halo_mass", "sampler_state"):
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "prior", "halo_mass", "sampler_state",
+                  "log_likelihood"):
         assert group in nuts_run.children, group
     assert set(HYPER_NAMES) <= set(nuts_run["posterior"].data_vars)
     assert nuts_run["posterior"]["alpha1"].shape == (2, 200)
@@ -55,6 +56,28 @@ def test_halo_masses_track_the_true_masses(nuts_run, small_mock):
     assert abs(np.mean(ln_mass - truth)) < 0.1
 
 
+def test_log_likelihood_group_is_the_collapsed_likelihood_and_serves_loo(nuts_run, small_mock, prior):
+    import arviz_stats as azs
+    import jax.numpy as jnp
+
+    from bigmali.models import collapsed
+    from bigmali.models.quadrature import log_likelihood
+
+    values = nuts_run["log_likelihood"]["lum_obs"]
+    assert values.shape == (2, 200, 1500)
+    post = nuts_run["posterior"]
+    hyper = bigmali.Hyper(*(float(post[name][1, 37]) for name in HYPER_NAMES))
+    data = collapsed.prepare_data(jnp.asarray(small_mock.z), jnp.asarray(small_mock.lum_obs), prior)
+    assert float(values[1, 37].sum()) == pytest.approx(float(log_likelihood(hyper, data)), abs=1e-6)
+    loo = azs.loo(nuts_run)
+    assert np.isfinite(loo.elpd) and 0.5 < loo.p < 8  # about the four hyperparameters
+    # A budget below chains x draws x halos keeps evenly spaced draws, and says which.
+    thinned, picks = bigmali.pointwise_log_likelihood(
+        {k: np.asarray(post[k]) for k in HYPER_NAMES}, small_mock, prior, max_values=2 * 10 * 1500)
+    assert thinned.shape == (2, 10, 1500) and picks[0] == 0 and picks[-1] == 199
+    np.testing.assert_allclose(thinned[:, 3], np.asarray(values[:, picks[3]]), rtol=1e-12)
+
+
 def test_save_load_round_trip_and_extend(nuts_run, small_mock, prior, tmp_path):
     path = bigmali.save_run(nuts_run, tmp_path / "run.nc")
     back = bigmali.load_run(path)
@@ -64,6 +87,7 @@ def test_save_load_round_trip_and_extend(nuts_run, small_mock, prior, tmp_path):
         bigmali.extend(back, small_mock, draws=5, progress=False, mass_draws=0)
     longer = bigmali.extend(back, small_mock, draws=50, prior=prior, progress=False, mass_draws=0)
     assert longer["posterior"]["alpha1"].shape == (2, 250)
+    assert longer["log_likelihood"]["lum_obs"].shape == (2, 250, 1500)
     np.testing.assert_array_equal(np.asarray(longer["posterior"]["alpha1"])[:, :200], np.asarray(nuts_run["posterior"]["alpha1"]))
 
 

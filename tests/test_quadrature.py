@@ -71,3 +71,19 @@ def test_without_background_is_still_finite(mock):
     lum = np.concatenate([mock.lum_obs[:50], [mock.lum_obs.max() * 100]])
     values = Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z[:51], lum, bare))
     assert np.all(np.isfinite(values))
+
+
+def test_more_outliers_than_the_exact_tail_handles_stay_finite_and_close(prior, mock):
+    """Halos beyond the r grid get closed-form tails, the first Q._MAX_BEYOND of them; the
+    rest keep the interpolant's Gaussian continuation: finite, and within ~1 in ln L."""
+    from bigmali.inference import halo_likelihood as H
+
+    n_out = Q._MAX_BEYOND + 20
+    lum = np.concatenate([mock.lum_obs[:100], np.full(n_out, mock.lum_obs.max() * 100)])
+    z = np.concatenate([mock.z[:100], np.full(n_out, 0.5)])
+    values = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior)))
+    grad = jax.grad(lambda th: Q.log_likelihood(Hyper(*th), Q.prepare(z, lum, prior)))(jnp.array(HYPERSEED))
+    assert np.all(np.isfinite(values)) and np.all(np.isfinite(grad))
+    key = float(H.numerical_integration(HYPERSEED, H.halo_data(z[-1:], lum[-1:], prior), prior).log_like[0])
+    assert abs(values[100] - key) < 1e-2  # among the first Q._MAX_BEYOND: closed form
+    assert abs(values[-1] - key) < 1.5  # beyond them: the continuation

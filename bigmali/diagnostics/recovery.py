@@ -45,32 +45,72 @@ def resolve_truth(truth) -> dict | None:
     return {name: float(v) for name, v in hyper._asdict().items()}
 
 
+def weighted_hdi(values, weights, prob: float) -> tuple[float, float]:
+    """The shortest interval holding ``prob`` of the weight (weights sum to one)."""
+    order = np.argsort(values)
+    x, cum = values[order], np.cumsum(weights[order])
+    starts = np.concatenate([[0.0], cum[:-1]])  # weight below each candidate lower end
+    complete = starts + prob <= cum[-1] + 1e-12  # intervals that can still gather prob
+    ends = np.searchsorted(cum, starts + prob - 1e-12).clip(max=x.size - 1)
+    i = int(np.argmin(np.where(complete, x[ends] - x, np.inf)))
+    return float(x[i]), float(x[ends[i]])
+
+
+def _weighted_entry(draws, w, weight_ess: float) -> dict:
+    mean = float(np.sum(w * draws))
+    return {"mean": mean, "sd": float(np.sqrt(np.sum(w * (draws - mean) ** 2))),
+            "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
+
+
 def summary(run, truth=None) -> dict:
-    """The recovery summary of a run as a plain dict (the CLI's ``--json`` object)."""
+    """The recovery summary of a run as a plain dict (the CLI's ``--json`` object).
+
+    For weighted draws (the importance-sampling methods) the mean, sd, quantile and HDIs
+    are weighted, R-hat is NaN, the ESS is the weights' ESS, and a ``"weights"`` entry
+    holds ``{"ess", "pareto_k", "max_share"}`` of the raw weights.
+    """
     import arviz_stats as azs
 
-    table = azs.summary(run, var_names=list(HYPER_NAMES), round_to="none")
     truth = resolve_truth(truth)
     post = run["posterior"]
+    stats = run["sample_stats"] if "sample_stats" in run.children else None
     weights = None
+    if stats is not None and "log_weight" in stats:
+        from bigmali.diagnostics.weights import weight_diagnostics
+
+        log_w = np.asarray(stats["log_weight"]).ravel()
+        weights = np.exp(log_w - np.logaddexp.reduce(log_w))
+        diagnostics = weight_diagnostics(np.asarray(stats["log_weight_raw"]).ravel())
+    else:
+        table = azs.summary(run, var_names=list(HYPER_NAMES), round_to="none")
     params = {}
     for name in HYPER_NAMES:
         draws = np.asarray(post[name]).ravel()
-        row = table.loc[name]
-        entry = {"truth": None, "mean": float(row["mean"]), "sd": float(row["sd"]), "quantile": None,
+        if weights is None:
+            row = table.loc[name]
+            moments = {"mean": float(row["mean"]), "sd": float(row["sd"]), "r_hat": float(row["r_hat"]),
+                       "ess_bulk": float(row["ess_bulk"]), "ess_tail": float(row["ess_tail"])}
+        else:
+            moments = _weighted_entry(draws, weights, diagnostics["ess"])
+        entry = {"truth": None, "mean": moments["mean"], "sd": moments["sd"], "quantile": None,
                  "in_hdi_68": None, "in_hdi_95": None,
-                 "r_hat": float(row["r_hat"]), "ess_bulk": float(row["ess_bulk"]), "ess_tail": float(row["ess_tail"])}
+                 "r_hat": moments["r_hat"], "ess_bulk": moments["ess_bulk"], "ess_tail": moments["ess_tail"]}
         if truth is not None:
             value = truth[name]
             entry["truth"] = value
-            entry["quantile"] = float(np.mean(draws < value)) if weights is None else None
+            if weights is None:
+                entry["quantile"] = float(np.mean(draws < value))
+            else:
+                entry["quantile"] = float(np.sum(weights[draws < value]))
             for prob in (0.68, 0.95):
-                lo, hi = np.asarray(azs.hdi(post[name], prob=prob)).ravel()[:2]
+                if weights is None:
+                    lo, hi = np.asarray(azs.hdi(post[name], prob=prob)).ravel()[:2]
+                else:
+                    lo, hi = weighted_hdi(draws, weights, prob)
                 entry[f"in_hdi_{round(prob * 100)}"] = bool(lo <= value <= hi)
         params[name] = entry
-    stats = run["sample_stats"] if "sample_stats" in run.children else None
     divergences = int(np.asarray(stats["diverging"]).sum()) if stats is not None and "diverging" in stats else 0
-    return {
+    result = {
         "parameters": params,
         "divergences": divergences,
         "n_halos": int(run.attrs.get("n_halos", 0)),
@@ -78,6 +118,11 @@ def summary(run, truth=None) -> dict:
         "method": run.attrs.get("method"),
         "seconds": float(run.attrs.get("seconds", float("nan"))),
     }
+    if weights is not None:
+        result["weights"] = diagnostics
+    if stats is not None and "accepted" in stats:  # Metropolis-Hastings (pmmh)
+        result["acceptance_rate"] = float(np.mean(np.asarray(stats["accepted"])))
+    return result
 
 
 def format_summary(result: dict) -> str:
@@ -93,4 +138,10 @@ def format_summary(result: dict) -> str:
         if has_truth:
             line += f"{p['truth']:>12.6f}{p['quantile']:>10.3f}{'yes' if p['in_hdi_68'] else 'no':>7}{'yes' if p['in_hdi_95'] else 'no':>7}"
         lines.append(line)
+    if "weights" in result:
+        w = result["weights"]
+        verdict = "unreliable" if not w["pareto_k"] <= 0.7 else "reliable"
+        lines.append(f"weights: ESS {w['ess']:.1f}, largest share {w['max_share']:.3g}, Pareto k-hat {w['pareto_k']:.2f} ({verdict})")
+    if "acceptance_rate" in result:
+        lines.append(f"Metropolis-Hastings acceptance rate {result['acceptance_rate']:.3f}")
     return "\n".join(lines)

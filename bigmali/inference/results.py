@@ -3,7 +3,8 @@
 Groups: ``posterior`` (alpha1, alpha2, alpha4, S), ``sample_stats``, ``observed_data``
 (lum_obs per halo), ``constant_data`` (z, and ra, dec, true mass and luminosity when the
 catalog has them), ``prior`` (hyperprior draws), ``halo_mass`` (ln M per halo for a
-thinned set of posterior draws), and for NUTS ``sampler_state`` (what extending a run
+thinned set of posterior draws), ``log_likelihood`` (each halo's collapsed log-likelihood, for
+LOO; evenly thinned draws on large catalogs), and for NUTS ``sampler_state`` (what extending a run
 needs). The root's attrs hold the model, the method, the number of halos, the wall time,
 the run's configuration and the mass-prior options, as JSON where they are structured.
 """
@@ -23,7 +24,7 @@ __all__ = ["build_datatree", "save_run", "load_run", "attr_json"]
 
 def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws: dict | None, attrs: dict,
                    halo_ln_mass: np.ndarray | None = None, halo_mass_draw: np.ndarray | None = None,
-                   sampler_state: dict | None = None, log_likelihood: dict | None = None) -> xr.DataTree:
+                   sampler_state: dict | None = None, log_likelihood: tuple | None = None) -> xr.DataTree:
     import arviz_base as az
 
     constant = {"z": catalog.z}
@@ -39,8 +40,6 @@ def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws:
     }
     if prior_draws is not None:
         groups["prior"] = prior_draws
-    if log_likelihood is not None:
-        groups["log_likelihood"] = log_likelihood
     dims = {"lum_obs": ["halo"], **{k: ["halo"] for k in constant}}
     tree = az.from_dict(groups, dims=dims)
     if halo_ln_mass is not None:
@@ -48,6 +47,12 @@ def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws:
             {"ln_mass": (("chain", "draw", "halo"), halo_ln_mass.astype(np.float32))},
             coords={"draw": halo_mass_draw},
             attrs={"doc": "ln M (Msun) per halo for thinned posterior draws; `draw` indexes the posterior's draws"},
+        ))
+    if log_likelihood is not None:
+        values, draw = log_likelihood
+        tree["log_likelihood"] = xr.DataTree(xr.Dataset(
+            {"lum_obs": (("chain", "draw", "halo"), values)}, coords={"chain": tree["posterior"]["chain"].values, "draw": draw},
+            attrs={"doc": "ln P(L_obs | alpha) per halo, its mass integrated out; `draw` indexes the posterior's draws"},
         ))
     if sampler_state is not None:
         tree["sampler_state"] = xr.DataTree(xr.Dataset({

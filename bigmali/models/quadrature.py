@@ -62,7 +62,8 @@ __all__ = [
 ]
 
 _LN_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-_STENCIL = np.arange(-2, 4)  # 6-point Lagrange stencil around the interval [i, i + 1]
+_STENCIL = np.arange(-2, 4)
+_MAX_BEYOND = 256  # halos beyond the r grid handled without touching the others  # 6-point Lagrange stencil around the interval [i, i + 1]
 
 
 class QuadratureConfig(NamedTuple):
@@ -161,7 +162,8 @@ def _grid(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
 
 
 def _table(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
-    """ln f_b(r_j) on the grid for every prior table b, background included: shape (nz, n_grid)."""
+    """ln f_b(r_j) on the grid for every prior table b: the tabulated masses' part and the
+    background's part (None without a background), each of shape (nz, n_grid)."""
     sigma, r0, h = _grid(hyper, data, config)
     r = r0 + h * jnp.arange(config.n_grid, dtype=jnp.float64)
     u = (r[None, :] - hyper.alpha2 * data.node_x[:, None]) / sigma
@@ -173,8 +175,14 @@ def _table(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
     # The 1e-300 floor keeps ln finite (and its gradient zero) where no node reaches.
     log_main = jnp.log(data.node_q @ kernel + 1e-300) - jnp.log(sigma) - _LN_SQRT_2PI
     if not data.bg_edges.shape[0]:
-        return log_main
-    return jnp.logaddexp(log_main, _log_background(hyper, data, r[None, :], jnp.arange(data.node_q.shape[0])[:, None]))
+        return log_main, None
+    return log_main, _log_background(hyper, data, r[None, :], jnp.arange(data.node_q.shape[0])[:, None])
+
+
+def _log_ndtr_far_left(u):
+    """ln Phi(u) for u <= -9 by its asymptotic series (relative error below 2e-6 there)."""
+    inv2 = 1.0 / (u * u)
+    return -0.5 * u * u - jnp.log(-u) - _LN_SQRT_2PI + jnp.log1p(inv2 * (-1.0 + inv2 * (3.0 - 15.0 * inv2)))
 
 
 def _monomial_matrix() -> np.ndarray:
@@ -187,17 +195,22 @@ def _monomial_matrix() -> np.ndarray:
 _MONOMIAL = _monomial_matrix()
 
 
-def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_f_table, r, rows):
-    """ln f_rows(r): Lagrange interpolation on the grid, analytic continuation beyond it.
+def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, tables, r, rows):
+    """ln f_rows(r): Lagrange interpolation on the grid, closed forms beyond it.
 
     The interpolating polynomial of every grid interval is precomputed in monomial form
     (a small table), so each halo costs one contiguous gather and a Horner evaluation.
 
-    Beyond the grid only extreme outliers remain. Below it the background dominates by
-    many orders of magnitude and ln f is linear in r with slope 1 / alpha2 (the closed
-    form of the low background interval); above it, and everywhere without a background,
-    ln f continues as a Gaussian tail (curvature -1 / (2 sigma^2)) from the grid's edge.
+    Beyond the grid only extreme outliers remain, and the two parts are continued apart.
+    The tabulated masses' part continues as a Gaussian tail (curvature -1 / (2 sigma^2))
+    from the grid's edge; it is negligible there whenever a background exists. The
+    background's part is its closed form: below the grid, linear in r with slope
+    1 / alpha2 (the low background interval holds the whole kernel); above it, the top
+    interval's normal CDF in its far tail (asymptotic series, the grid's edge is k_sigma
+    sigma beyond the interval).
     """
+    log_main, log_bg = tables
+    log_f_table = log_main if log_bg is None else jnp.logaddexp(log_main, log_bg)
     sigma, r0, h = _grid(hyper, data, config)
     n_left, n_right = -int(_STENCIL[0]), int(_STENCIL[-1])
     first, last = n_left, config.n_grid - 1 - n_right  # the stencil must stay on the grid
@@ -208,21 +221,51 @@ def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_f_ta
     i = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
     t = u - i
     c = coef[rows * n_int + (i - first)]
-    inside = c[:, -1]
+    # Horner at t clamped into the interval, with the derivative; beyond the grid's ends
+    # (t outside [0, 1]) the interpolant continues as a Gaussian tail from its edge.
+    tc = jnp.clip(t, 0.0, 1.0)
+    inside, deriv = c[:, -1], jnp.zeros_like(t)
     for p in range(len(_STENCIL) - 2, -1, -1):
-        inside = inside * t + c[:, p]
-    # At the clamped ends c[:, 0] is the table at the interval's left point, sum(c) at its right.
-    f_edge, f_next = c[:, 0], jnp.sum(c, axis=1)
-    d_lo = t * h  # distance below the grid point `first` (negative there)
-    d_hi = (t - 1.0) * h  # distance above the grid point `last + 1` (positive there)
-    curv = -0.5 / (sigma * sigma)
-    slope = (f_next - f_edge) / h
-    if data.bg_edges.shape[0]:
-        tail_below = f_edge + d_lo / hyper.alpha2
-    else:
-        tail_below = f_edge + slope * d_lo + curv * d_lo * d_lo
-    tail_above = f_next + slope * d_hi + curv * d_hi * d_hi
-    return jnp.where(t < 0.0, tail_below, jnp.where(t > 1.0, tail_above, inside))
+        deriv = deriv * tc + inside
+        inside = inside * tc + c[:, p]
+    d = (t - tc) * h
+    values = inside + deriv / h * d - 0.5 * d * d / (sigma * sigma)
+    beyond = (t < 0.0) | (t > 1.0)
+    # Per table: the main part at the grid's first two and last two points, and the
+    # background's first value and level.
+    per_table = [log_main[:, first], log_main[:, first + 1], log_main[:, last + 1], log_main[:, last]]
+    if log_bg is not None:
+        per_table += [log_bg[:, first], data.bg_log_c]
+    per_table = jnp.stack(per_table, axis=1)
+
+    def tails(t_k, r_k, rows_k):
+        below = t_k < 0.0
+        p = per_table[rows_k]
+        d = jnp.where(below, t_k, t_k - 1.0) * h  # signed distance beyond the grid's edge
+        m_edge = jnp.where(below, p[:, 0], p[:, 2])
+        slope = jnp.where(below, p[:, 1] - p[:, 0], p[:, 2] - p[:, 3]) / h
+        tail = m_edge + slope * d - 0.5 * d * d / (sigma * sigma)
+        if log_bg is None:
+            return tail
+        a2 = hyper.alpha2
+        shift = sigma * sigma / a2
+        bg_below = p[:, 4] + d / a2
+        u_top = (a2 * data.bg_edges[3] - r_k - shift) / sigma
+        bg_above = (p[:, 5] - jnp.log(a2) + r_k / a2 + 0.5 * shift / a2
+                    + _log_ndtr_far_left(jnp.minimum(u_top, -9.0)))
+        return jnp.logaddexp(tail, jnp.where(below, bg_below, bg_above))
+
+    # The tails cost a few logarithms per halo, which would triple the cost of the whole
+    # likelihood if computed for every halo (jnp.where evaluates both sides, and a
+    # lax.cond between the two made the gradient 4x slower still). So every halo beyond the
+    # grid first gets the interpolant's Gaussian continuation (above), and then the first
+    # _MAX_BEYOND of them get the closed forms. A catalog with more extreme outliers than
+    # that keeps the continuation for the rest (its error is of order 1 in ln L for a halo
+    # 100x beyond the table).
+    if values.shape[0] <= _MAX_BEYOND:
+        return jnp.where(beyond, tails(t, r, rows), values)
+    (k,) = jnp.nonzero(beyond, size=_MAX_BEYOND, fill_value=0)
+    return values.at[k].set(jnp.where(beyond[k], tails(t[k], r[k], rows[k]), values[k]))
 
 
 def _log_diff_ndtr(lo, hi):
