@@ -17,6 +17,8 @@ from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, HYPERSEED, Hyper  #
 from bigmali.fit import extend, fit, pointwise_log_likelihood  # noqa: E402
 from bigmali.diagnostics import summary  # noqa: E402
 from bigmali.inference import load_run, save_run  # noqa: E402
+from bigmali.diagnostics.compare import compare  # noqa: E402
+from bigmali.massmap import mass_posterior, massmap  # noqa: E402
 
 __all__ = [
     "Catalog",
@@ -36,4 +38,7 @@ __all__ = [
     "summary",
     "save_run",
     "load_run",
+    "compare",
+    "mass_posterior",
+    "massmap",
 ]

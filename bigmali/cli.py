@@ -160,6 +160,43 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_massmap(args) -> int:
+    import json
+
+    from bigmali.catalog import read_catalog
+    from bigmali.inference import load_run
+    from bigmali.inference.results import attr_json
+    from bigmali.mass_prior import load_mass_prior
+    from bigmali.massmap import PixelGrid, massmap
+
+    run = load_run(args.run)
+    options = attr_json(run, "prior_options")
+    prior = load_mass_prior(**options) if options else prior_from_args(args)
+    catalog = read_catalog(args.catalog, z_max=prior.z_max)
+    if len(catalog) != int(run.attrs.get("n_halos", -1)):
+        raise ValueError(f"catalog {args.catalog!r} has {len(catalog)} halos; the run was fitted to {run.attrs.get('n_halos')}")
+    z_edges = None
+    if args.zbins:
+        try:
+            z_edges = [float(v) for v in args.zbins.split(",")]
+        except ValueError:
+            raise ValueError(f"--zbins {args.zbins!r}: give increasing redshift edges separated by commas") from None
+        if len(z_edges) < 2 or any(b <= a for a, b in zip(z_edges, z_edges[1:])):
+            raise ValueError(f"--zbins {args.zbins!r}: give at least two increasing redshift edges")
+    grid = None
+    if args.field:
+        try:
+            ra_c, dec_c, width = (float(v) for v in args.field.split(","))
+        except ValueError:
+            raise ValueError(f"--field {args.field!r}: give ra_center,dec_center,width in degrees") from None
+        grid = PixelGrid.field(ra_c, dec_c, width, args.pixels)
+    summary = massmap(run, catalog, prior, args.out, n_draws=args.draws, n_pixels=args.pixels, z_edges=z_edges,
+                      grid=grid, keep=args.keep, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}/: massmap_*.fits, massmap.png, halo_masses.fits, summary.json")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from bigmali.fit import fit
     from bigmali.inference import save_run
@@ -253,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="draw the truth on the plot")
     comp.add_argument("--json", action="store_true")
     comp.set_defaults(func=_cmd_compare)
+
+    mm = sub.add_parser("massmap", help="per-halo mass posteriors and mass maps on the sky from a fitted run")
+    mm.add_argument("run", metavar="run.nc")
+    mm.add_argument("catalog", metavar="CATALOG", help="the catalog the run was fitted to (with ra, dec for maps)")
+    mm.add_argument("-o", "--out", required=True, metavar="DIR")
+    mm.add_argument("--pixels", type=int, default=64, help="pixels per side of the RA/Dec grid (default 64)")
+    mm.add_argument("--field", default=None, metavar="RA,DEC,WIDTH",
+                    help="map a square field (degrees) instead of the catalog's extent")
+    mm.add_argument("--zbins", default=None, metavar="z0,z1,...", help="redshift slice edges (default: one slice)")
+    mm.add_argument("--draws", type=int, default=1000, help="hyperposterior draws, one realisation each (default 1000)")
+    mm.add_argument("--keep", type=int, default=100, help="realisations kept in halo_masses.fits (default 100)")
+    mm.add_argument("--seed", type=int, default=0)
+    mm.add_argument("--quiet", action="store_true")
+    add_prior_arguments(mm)
+    mm.set_defaults(func=_cmd_massmap)
 
     demo = sub.add_parser("demo", help="simulate the 2017-sized mock, fit it with collapsed NUTS, show the recovery")
     demo.add_argument("--n-halos", type=int, default=None, help="default 115919, the 2017 count")
