@@ -178,7 +178,9 @@ def fit(
         model: ``"collapsed"`` (masses integrated out exactly), ``"latent_mass"`` (one latent
             ln M per halo) or ``"full"`` (latent ln M and ln L per halo); the latter two with NUTS.
         method: ``"nuts"``, ``"svi"`` (collapsed model) or ``"nuts_gibbs"`` (latent_mass model:
-            NUTS on the hyperparameters within Metropolis-Hastings Gibbs over the masses).
+            NUTS on the hyperparameters within Metropolis-Hastings Gibbs over the masses); or
+            one of the importance-sampling methods on the collapsed model, ``"is_prior"``,
+            ``"is_proposal"``, ``"pmmh"``, ``"nuts_is"`` (see ``is_samples`` below).
         prior: the mass prior; by default built from ``prior_options`` (the CLI's prior
             flags as keyword names of :func:`~bigmali.mass_prior.load_mass_prior`, plus
             ``source``), which are recorded so that the run can be extended later.

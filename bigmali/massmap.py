@@ -159,18 +159,17 @@ def sampled_mass_posterior(run) -> HaloMassPosterior:
 
 
 def _draw_hypers(run, n_draws: int, seed: int) -> list[Hyper]:
-    post = run["posterior"]
-    values = {name: np.asarray(post[name], dtype=np.float64).ravel() for name in HYPER_NAMES}
-    total = values["alpha1"].size
+    """Evenly spaced draws of the run (cycled if more are asked for), or for weighted runs
+    draws resampled in proportion to their weights."""
+    from bigmali.diagnostics.compare import draws_and_weights
+
+    values, w = draws_and_weights(run)
+    total = w.size
     stats = run["sample_stats"] if "sample_stats" in run.children else None
     if stats is not None and "log_weight" in stats:
-        log_w = np.asarray(stats["log_weight"], dtype=np.float64).ravel()
-        w = np.exp(log_w - np.logaddexp.reduce(log_w))
-        picks = np.random.default_rng(seed).choice(total, size=n_draws, p=w / w.sum())
+        picks = np.random.default_rng(seed).choice(total, size=n_draws, p=w)
     else:
-        picks = np.linspace(0, total - 1, min(n_draws, total)).round().astype(int)
-        if n_draws > total:  # more realisations than draws: cycle through them
-            picks = np.resize(picks, n_draws)
+        picks = np.resize(np.linspace(0, total - 1, min(n_draws, total)).round().astype(int), n_draws)
     return [Hyper(*(float(values[name][i]) for name in HYPER_NAMES)) for i in picks]
 
 
@@ -284,7 +283,10 @@ def accuracy(posterior: HaloMassPosterior, maps: MassMaps | None, catalog: Catal
     # the relation inverted at the posterior-mean hyperparameters (no prior).
     from bigmali.relation import ALPHA3
 
-    mean_hyper = {name: float(np.asarray(run["posterior"][name]).mean()) for name in HYPER_NAMES}
+    from bigmali.diagnostics.compare import draws_and_weights
+
+    draws, w = draws_and_weights(run)  # weighted runs carry their weights
+    mean_hyper = {name: float(np.sum(w * draws[name])) for name in HYPER_NAMES}
     naive = (math.log(ALPHA3) + (np.log(catalog.lum_obs) - mean_hyper["alpha1"] - mean_hyper["alpha4"] * np.log1p(catalog.z))
              / mean_hyper["alpha2"]) / LN10
     out["rmse_log10M_naive"] = float(np.sqrt(np.mean((naive - truth) ** 2)))

@@ -15,7 +15,8 @@ from bigmali.relation import HYPER_NAMES
 __all__ = ["compare", "format_comparison", "plot_comparison"]
 
 
-def _draws_and_weights(run):
+def draws_and_weights(run):
+    """A run's hyperparameter draws, flattened, and their normalised weights (equal if unweighted)."""
     post = run["posterior"]
     draws = {name: np.asarray(post[name], dtype=np.float64).ravel() for name in HYPER_NAMES}
     stats = run["sample_stats"] if "sample_stats" in run.children else None
@@ -39,7 +40,7 @@ def compare(runs, labels=None) -> dict:
     labels = list(labels) if labels is not None else [_label(r, f"run {i}") for i, r in enumerate(runs)]
     moments = []
     for run in runs:
-        draws, w = _draws_and_weights(run)
+        draws, w = draws_and_weights(run)
         entry = {}
         for name in HYPER_NAMES:
             mean = float(np.sum(w * draws[name]))
@@ -72,7 +73,7 @@ def plot_comparison(runs, path, labels=None, truth: dict | None = None) -> Path:
 
     labels = list(labels) if labels is not None else [_label(r, f"run {i}") for i, r in enumerate(runs)]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    data = [_draws_and_weights(r) for r in runs]
+    data = [draws_and_weights(r) for r in runs]
     for ax, name in zip(axes, HYPER_NAMES):
         ref_draws, ref_w = data[0]
         ref_mean = np.sum(ref_w * ref_draws[name])
