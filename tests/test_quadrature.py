@@ -75,7 +75,7 @@ def test_without_background_is_still_finite(mock):
 
 def test_more_outliers_than_the_exact_tail_handles_stay_finite_and_close(prior, mock):
     """Halos beyond the r grid get closed-form tails, the first Q._MAX_BEYOND of them; the
-    rest keep the interpolant's Gaussian continuation: finite, and within ~1 in ln L."""
+    rest are held at the grid's edge value: finite, with finite gradients."""
     from bigmali.inference import halo_likelihood as H
 
     n_out = Q._MAX_BEYOND + 20
@@ -86,4 +86,4 @@ def test_more_outliers_than_the_exact_tail_handles_stay_finite_and_close(prior, 
     assert np.all(np.isfinite(values)) and np.all(np.isfinite(grad))
     key = float(H.numerical_integration(HYPERSEED, H.halo_data(z[-1:], lum[-1:], prior), prior).log_like[0])
     assert abs(values[100] - key) < 1e-2  # among the first Q._MAX_BEYOND: closed form
-    assert abs(values[-1] - key) < 1.5  # beyond them: the continuation
+    assert np.isfinite(values[-1]) and values[-1] < values[:100].min()  # beyond them: the edge value

@@ -62,8 +62,8 @@ __all__ = [
 ]
 
 _LN_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-_STENCIL = np.arange(-2, 4)
-_MAX_BEYOND = 256  # halos beyond the r grid handled without touching the others  # 6-point Lagrange stencil around the interval [i, i + 1]
+_STENCIL = np.arange(-2, 4)  # 6-point Lagrange stencil around the interval [i, i + 1]
+_MAX_BEYOND = 1024  # halos beyond the r grid given closed-form tails (see _log_f)
 
 
 class QuadratureConfig(NamedTuple):
@@ -221,15 +221,12 @@ def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, tables, 
     i = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
     t = u - i
     c = coef[rows * n_int + (i - first)]
-    # Horner at t clamped into the interval, with the derivative; beyond the grid's ends
-    # (t outside [0, 1]) the interpolant continues as a Gaussian tail from its edge.
+    # Horner at t clamped into the interval: beyond the grid's ends (t outside [0, 1]) this
+    # holds the edge value, which the closed forms below replace.
     tc = jnp.clip(t, 0.0, 1.0)
-    inside, deriv = c[:, -1], jnp.zeros_like(t)
+    values = c[:, -1]
     for p in range(len(_STENCIL) - 2, -1, -1):
-        deriv = deriv * tc + inside
-        inside = inside * tc + c[:, p]
-    d = (t - tc) * h
-    values = inside + deriv / h * d - 0.5 * d * d / (sigma * sigma)
+        values = values * tc + c[:, p]
     beyond = (t < 0.0) | (t > 1.0)
     # Per table: the main part at the grid's first two and last two points, and the
     # background's first value and level.
@@ -256,12 +253,11 @@ def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, tables, 
         return jnp.logaddexp(tail, jnp.where(below, bg_below, bg_above))
 
     # The tails cost a few logarithms per halo, which would triple the cost of the whole
-    # likelihood if computed for every halo (jnp.where evaluates both sides, and a
-    # lax.cond between the two made the gradient 4x slower still). So every halo beyond the
-    # grid first gets the interpolant's Gaussian continuation (above), and then the first
-    # _MAX_BEYOND of them get the closed forms. A catalog with more extreme outliers than
-    # that keeps the continuation for the rest (its error is of order 1 in ln L for a halo
-    # 100x beyond the table).
+    # likelihood if computed for every halo (jnp.where evaluates both sides, a lax.cond
+    # between the two made the gradient 4x slower still, and even a polynomial continuation
+    # for every halo cost 25%). So only the first _MAX_BEYOND halos beyond the grid get the
+    # closed forms; a catalog with more extreme outliers than that holds the rest at the
+    # grid's edge value (finite, with no gradient: such a halo then weighs on nothing).
     if values.shape[0] <= _MAX_BEYOND:
         return jnp.where(beyond, tails(t, r, rows), values)
     (k,) = jnp.nonzero(beyond, size=_MAX_BEYOND, fill_value=0)
