@@ -19,6 +19,11 @@ from bigmali.diagnostics import summary  # noqa: E402
 from bigmali.inference import load_run, save_run  # noqa: E402
 from bigmali.diagnostics.compare import compare  # noqa: E402
 from bigmali.massmap import mass_posterior, massmap  # noqa: E402
+from bigmali.diagnostics.convergence import convergence  # noqa: E402
+from bigmali.diagnostics.loo import halo_loo  # noqa: E402
+from bigmali.diagnostics.ppc import posterior_predictive_check  # noqa: E402
+from bigmali.diagnostics.report import write_comparison, write_report  # noqa: E402
+from bigmali.diagnostics.sbc import read_sbc, run_sbc  # noqa: E402
 
 __all__ = [
     "Catalog",
@@ -41,4 +46,11 @@ __all__ = [
     "compare",
     "mass_posterior",
     "massmap",
+    "convergence",
+    "posterior_predictive_check",
+    "halo_loo",
+    "write_report",
+    "write_comparison",
+    "run_sbc",
+    "read_sbc",
 ]

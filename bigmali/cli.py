@@ -98,14 +98,27 @@ def _fit_kwargs(args) -> dict:
                 n_hyper=args.n_hyper, is_clip=not args.no_is_clip, is_likelihood=args.is_likelihood)
 
 
-def _print_summary(run, truth, as_json: bool) -> None:
+def _strict_json(value):
+    """``value`` with NaN and infinities as null, so that any JSON parser reads it."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _print_summary(run, truth, as_json: bool, ppc: bool = False, prior=None, ppc_draws: int = 200) -> None:
     import json
 
     from bigmali.diagnostics import format_summary, summary
 
-    result = summary(run, truth=truth)
+    result = summary(run, truth=truth, ppc=ppc, prior=prior, ppc_draws=ppc_draws)
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(_strict_json(result)))
         return
     import arviz_stats as azs
 
@@ -136,10 +149,20 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _run_prior(run, args):
+    """The run's mass prior from its recorded options, else from the prior flags."""
+    from bigmali.inference.results import attr_json
+
+    return None if attr_json(run, "prior_options") else prior_from_args(args)
+
+
 def _cmd_summary(args) -> int:
     from bigmali.inference import load_run
 
-    _print_summary(load_run(args.run), args.truth, args.json)
+    run = load_run(args.run)
+    ppc = not args.no_ppc
+    _print_summary(run, args.truth, args.json, ppc=ppc, prior=_run_prior(run, args) if ppc else None,
+                   ppc_draws=args.ppc_draws)
     return 0
 
 
@@ -165,13 +188,11 @@ def _cmd_massmap(args) -> int:
 
     from bigmali.catalog import read_catalog
     from bigmali.inference import load_run
-    from bigmali.inference.results import attr_json
-    from bigmali.mass_prior import load_mass_prior
+    from bigmali.inference.results import run_prior
     from bigmali.massmap import PixelGrid, massmap
 
     run = load_run(args.run)
-    options = attr_json(run, "prior_options")
-    prior = load_mass_prior(**options) if options else prior_from_args(args)
+    prior = run_prior(run, _run_prior(run, args))
     catalog = read_catalog(args.catalog, z_max=prior.z_max)
     if len(catalog) != int(run.attrs.get("n_halos", -1)):
         raise ValueError(f"catalog {args.catalog!r} has {len(catalog)} halos; the run was fitted to {run.attrs.get('n_halos')}")
@@ -211,6 +232,45 @@ def _cmd_demo(args) -> int:
         save_run(run, args.out)
     _print_summary(run, "hyperseed", args.json)
     print(f"total {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_sbc(args) -> int:
+    import json
+    from pathlib import Path
+
+    from bigmali.diagnostics.sbc import format_sbc, plot_sbc, run_sbc
+
+    result = run_sbc(args.out, args.n_datasets, args.n_halos, model=args.model, method=args.method, warmup=args.warmup,
+                     draws=args.draws, thin=args.thin, seed=args.seed, prior_options=_prior_options(args),
+                     progress=not args.quiet)
+    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+    plot_sbc(result, plot)
+    if args.json:
+        print(json.dumps({"n_datasets": int(result.dataset.size), "seconds": float(result.seconds.sum()),
+                          "uniformity": result.uniformity()}))
+    else:
+        print(format_sbc(result))
+        print(f"wrote {args.out} and {plot}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from bigmali.diagnostics.report import write_comparison, write_report
+
+    if (args.run is None) == (args.compare is None):
+        raise ValueError("give one run (bigmali report run.nc -o DIR) or --compare with two or more runs")
+    if args.compare is not None:
+        if len(args.compare) < 2:
+            raise ValueError("--compare needs at least two runs")
+        out = write_comparison(args.compare, args.out, truth=args.truth, ppc_draws=args.ppc_draws)
+    else:
+        from bigmali.inference import load_run
+
+        run = load_run(args.run)
+        out = write_report(run, args.out, truth=args.truth, prior=_run_prior(run, args), ppc_draws=args.ppc_draws,
+                           source=args.run)
+    print(f"wrote {out['html']} and {len(out['images'])} PNGs in {out['seconds']:.1f} s")
     return 0
 
 
@@ -281,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="ArviZ summary of a run, with a recovery table given a truth")
     summ.add_argument("run", metavar="run.nc")
     summ.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog")
-    summ.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    summ.add_argument("--json", action="store_true", help="print the summary as one JSON object (NaN as null)")
+    summ.add_argument("--no-ppc", action="store_true", help="skip the posterior predictive check")
+    summ.add_argument("--ppc-draws", type=int, default=200, help="replicated catalogs for the PPC (default 200)")
+    add_prior_arguments(summ)
     summ.set_defaults(func=_cmd_summary)
 
     comp = sub.add_parser("compare", help="compare runs: means, sds, shifts in the first run's sd; overlaid marginals")
@@ -305,6 +368,34 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--quiet", action="store_true")
     add_prior_arguments(mm)
     mm.set_defaults(func=_cmd_massmap)
+
+    sbc = sub.add_parser("sbc", help="simulation-based calibration: fit mocks drawn from the hyperprior, test rank uniformity")
+    sbc.add_argument("--n-datasets", type=int, required=True, metavar="K", help="mocks to fit")
+    sbc.add_argument("--n-halos", type=int, required=True, metavar="N", help="halos per mock")
+    sbc.add_argument("--out", required=True, metavar="FILE.jsonl",
+                     help="results, appended as each dataset finishes; an existing file is resumed")
+    sbc.add_argument("--model", choices=("collapsed", "latent_mass", "full"), default="collapsed")
+    sbc.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs", "is_prior", "is_proposal", "pmmh", "nuts_is"),
+                     default="nuts")
+    sbc.add_argument("--warmup", type=int, default=300)
+    sbc.add_argument("--draws", type=int, default=400)
+    sbc.add_argument("--thin", type=int, default=4, help="rank each truth among every THIN-th draw (default 4)")
+    sbc.add_argument("--seed", type=int, default=0)
+    sbc.add_argument("--plot", default=None, metavar="FILE.png", help="ECDF-difference plot (default: FILE with .png)")
+    sbc.add_argument("--json", action="store_true", help="print the uniformity tests as JSON")
+    sbc.add_argument("--quiet", action="store_true")
+    add_prior_arguments(sbc)
+    sbc.set_defaults(func=_cmd_sbc)
+
+    rep = sub.add_parser("report", help="a self-contained HTML report of a run (or --compare several runs)")
+    rep.add_argument("run", nargs="?", default=None, metavar="run.nc")
+    rep.add_argument("--compare", nargs="+", default=None, metavar="run.nc", help="overlay several runs instead")
+    rep.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/report.html and the PNGs")
+    rep.add_argument("--truth", default=None, metavar="hyperseed|FILE",
+                     help="draw and score this truth (default: what the run's mock recorded)")
+    rep.add_argument("--ppc-draws", type=int, default=200, help="replicated catalogs for the PPC (default 200)")
+    add_prior_arguments(rep)
+    rep.set_defaults(func=_cmd_report)
 
     demo = sub.add_parser("demo", help="simulate the 2017-sized mock, fit it with collapsed NUTS, show the recovery")
     demo.add_argument("--n-halos", type=int, default=None, help="default 115919, the 2017 count")

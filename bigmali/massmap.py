@@ -35,8 +35,9 @@ import jax
 import numpy as np
 
 from bigmali.catalog import Catalog
+from bigmali.inference.results import draws_and_weights, select_hypers
 from bigmali.mass_prior import MassPrior
-from bigmali.relation import HYPER_NAMES, Hyper
+from bigmali.relation import HYPER_NAMES
 
 __all__ = ["PixelGrid", "HaloMassPosterior", "MassMaps", "mass_posterior", "sampled_mass_posterior", "write_massmap",
            "massmap"]
@@ -158,21 +159,6 @@ def sampled_mass_posterior(run) -> HaloMassPosterior:
     return _summarise_samples(ln_mass)
 
 
-def _draw_hypers(run, n_draws: int, seed: int) -> list[Hyper]:
-    """Evenly spaced draws of the run (cycled if more are asked for), or for weighted runs
-    draws resampled in proportion to their weights."""
-    from bigmali.diagnostics.compare import draws_and_weights
-
-    values, w = draws_and_weights(run)
-    total = w.size
-    stats = run["sample_stats"] if "sample_stats" in run.children else None
-    if stats is not None and "log_weight" in stats:
-        picks = np.random.default_rng(seed).choice(total, size=n_draws, p=w)
-    else:
-        picks = np.resize(np.linspace(0, total - 1, min(n_draws, total)).round().astype(int), n_draws)
-    return [Hyper(*(float(values[name][i]) for name in HYPER_NAMES)) for i in picks]
-
-
 def _quantile_from_histogram(counts: np.ndarray, edges: np.ndarray, q: float) -> np.ndarray:
     """Per-row quantile of binned samples, linear within the bin."""
     cum = np.cumsum(counts, axis=1, dtype=np.float64)
@@ -201,7 +187,7 @@ def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 10
 
     if n_draws < 2:
         raise ValueError(f"n_draws = {n_draws}: need at least 2 realisations for a spread")
-    hypers = _draw_hypers(run, n_draws, seed)
+    hypers = select_hypers(run, n_draws, seed)
     n = len(catalog)
     low, high = (float(v) for v in tabulated_ln_mass_range(prior))
     n_bins = int(math.ceil((high - low) / (0.01 * LN10)))
@@ -282,8 +268,6 @@ def accuracy(posterior: HaloMassPosterior, maps: MassMaps | None, catalog: Catal
     # Two baselines: the prior's mean log10 M at each halo's redshift (no luminosity), and
     # the relation inverted at the posterior-mean hyperparameters (no prior).
     from bigmali.relation import ALPHA3
-
-    from bigmali.diagnostics.compare import draws_and_weights
 
     draws, w = draws_and_weights(run)  # weighted runs carry their weights
     mean_hyper = {name: float(np.sum(w * draws[name])) for name in HYPER_NAMES}

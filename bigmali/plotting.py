@@ -37,3 +37,8 @@ def plot_mass_prior(prior: MassPrior, path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def figure_of(plot_collection):
+    """The matplotlib figure behind an arviz-plots ``PlotCollection``."""
+    return plot_collection.viz["figure"].item()

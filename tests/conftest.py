@@ -1,4 +1,4 @@
-"""Shared fixtures: the default prior is loaded once per test session."""
+"""Shared fixtures: the default prior, a small mock and a short collapsed NUTS fit of it, once per session."""
 
 import pytest
 
@@ -13,3 +13,15 @@ def prior():
 @pytest.fixture(scope="session")
 def prior_linear():
     return bigmali.load_mass_prior(z_interp="linear")
+
+
+@pytest.fixture(scope="session")
+def small_mock(prior):
+    """1,500 halos from the hyperseed."""
+    return bigmali.simulate(prior, n_halos=1500, seed=21)
+
+
+@pytest.fixture(scope="session")
+def nuts_run(small_mock, prior):
+    """Collapsed NUTS, 2 x (200 + 200), with per-halo masses at 4 draws and the log_likelihood group."""
+    return bigmali.fit(small_mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=4, seed=1)

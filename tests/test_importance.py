@@ -17,8 +17,8 @@ from bigmali.relation import HYPER_NAMES, HYPERPRIOR_MEAN, HYPERSEED
 
 
 @pytest.fixture(scope="module")
-def mock(prior):
-    return bigmali.simulate(prior, n_halos=1500, seed=21)
+def mock(small_mock):
+    return small_mock
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bigmali.inference.results import draws_and_weights
 from bigmali.relation import HYPER_NAMES
 
 __all__ = ["compare", "format_comparison", "plot_comparison"]
-
-
-def draws_and_weights(run):
-    """A run's hyperparameter draws, flattened, and their normalised weights (equal if unweighted)."""
-    post = run["posterior"]
-    draws = {name: np.asarray(post[name], dtype=np.float64).ravel() for name in HYPER_NAMES}
-    stats = run["sample_stats"] if "sample_stats" in run.children else None
-    if stats is not None and "log_weight" in stats:
-        log_w = np.asarray(stats["log_weight"], dtype=np.float64).ravel()
-        w = np.exp(log_w - np.logaddexp.reduce(log_w))
-    else:
-        w = np.full(draws["alpha1"].size, 1.0 / draws["alpha1"].size)
-    return draws, w
 
 
 def _label(run, fallback: str) -> str:

@@ -62,8 +62,16 @@ def _weighted_entry(draws, w, weight_ess: float) -> dict:
             "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
 
 
-def summary(run, truth=None) -> dict:
+def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200) -> dict:
     """The recovery summary of a run as a plain dict (the CLI's ``--json`` object).
+
+    Per hyperparameter: mean, sd, R-hat, bulk/tail ESS and, given a truth, the truth's
+    posterior quantile, its z-score ``(truth - mean) / sd`` and whether it lies in the 68%
+    and 95% HDIs. ``"convergence"`` holds the pass/fail checks of
+    :func:`~bigmali.diagnostics.convergence.convergence`. With ``ppc=True`` the posterior
+    predictive check of the luminosity distribution adds ``"ppc_p_value"`` and
+    ``"ppc_p_value_by_bin"`` (the run's mass prior is rebuilt from its recorded options
+    unless ``prior`` is given).
 
     For weighted draws (the importance-sampling methods) the mean, sd, quantile and HDIs
     are weighted, R-hat is NaN, the ESS is the weights' ESS, and a ``"weights"`` entry
@@ -92,12 +100,13 @@ def summary(run, truth=None) -> dict:
                        "ess_bulk": float(row["ess_bulk"]), "ess_tail": float(row["ess_tail"])}
         else:
             moments = _weighted_entry(draws, weights, diagnostics["ess"])
-        entry = {"truth": None, "mean": moments["mean"], "sd": moments["sd"], "quantile": None,
+        entry = {"truth": None, "mean": moments["mean"], "sd": moments["sd"], "quantile": None, "z_score": None,
                  "in_hdi_68": None, "in_hdi_95": None,
                  "r_hat": moments["r_hat"], "ess_bulk": moments["ess_bulk"], "ess_tail": moments["ess_tail"]}
         if truth is not None:
             value = truth[name]
             entry["truth"] = value
+            entry["z_score"] = (value - moments["mean"]) / moments["sd"] if moments["sd"] > 0 else float("nan")
             if weights is None:
                 entry["quantile"] = float(np.mean(draws < value))
             else:
@@ -122,6 +131,14 @@ def summary(run, truth=None) -> dict:
         result["weights"] = diagnostics
     if stats is not None and "accepted" in stats:  # Metropolis-Hastings (pmmh)
         result["acceptance_rate"] = float(np.mean(np.asarray(stats["accepted"])))
+    from bigmali.diagnostics.convergence import convergence
+
+    checks = convergence(run)
+    result["convergence"] = {"passed": checks["passed"], "checks": checks["checks"]}
+    if ppc:
+        from bigmali.diagnostics.ppc import posterior_predictive_check
+
+        result.update(posterior_predictive_check(run, prior=prior, n_draws=ppc_draws).as_dict())
     return result
 
 
@@ -144,4 +161,11 @@ def format_summary(result: dict) -> str:
         lines.append(f"weights: ESS {w['ess']:.1f}, largest share {w['max_share']:.3g}, Pareto k-hat {w['pareto_k']:.2f} ({verdict})")
     if "acceptance_rate" in result:
         lines.append(f"Metropolis-Hastings acceptance rate {result['acceptance_rate']:.3f}")
+    if "convergence" in result:
+        failed = [c["name"] for c in result["convergence"]["checks"] if not c["passed"]]
+        lines.append("convergence checks: " + ("all passed" if not failed else "FAILED: " + ", ".join(failed)))
+    if result.get("ppc_p_value") is not None:
+        by_bin = result["ppc_p_value_by_bin"]
+        lines.append(f"posterior predictive check of L_obs: p = {result['ppc_p_value']:.3f}; per redshift bin "
+                     f"min {min(by_bin):.3f}, {sum(p < 0.01 for p in by_bin)} of {len(by_bin)} below 0.01")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import xarray as xr
 
 from bigmali.relation import HYPER_NAMES
 
-__all__ = ["build_datatree", "save_run", "load_run", "attr_json"]
+__all__ = ["build_datatree", "save_run", "load_run", "attr_json", "draws_and_weights", "select_hypers", "run_catalog", "run_prior"]
 
 
 def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws: dict | None, attrs: dict,
@@ -88,3 +88,62 @@ def attr_json(tree: xr.DataTree, name: str, default=None):
     """A structured attribute of the run (stored as JSON)."""
     value = tree.attrs.get(name)
     return default if value is None else json.loads(value)
+
+
+def draws_and_weights(run):
+    """A run's hyperparameter draws, flattened, and their normalised weights (equal if unweighted)."""
+    post = run["posterior"]
+    draws = {name: np.asarray(post[name], dtype=np.float64).ravel() for name in HYPER_NAMES}
+    stats = run["sample_stats"] if "sample_stats" in run.children else None
+    if stats is not None and "log_weight" in stats:
+        log_w = np.asarray(stats["log_weight"], dtype=np.float64).ravel()
+        w = np.exp(log_w - np.logaddexp.reduce(log_w))
+    else:
+        w = np.full(draws["alpha1"].size, 1.0 / draws["alpha1"].size)
+    return draws, w
+
+
+def is_weighted(run) -> bool:
+    """Whether the run's draws carry importance weights (the importance-sampling methods)."""
+    return "sample_stats" in run.children and "log_weight" in run["sample_stats"]
+
+
+def select_hypers(run, n_draws: int, seed: int = 0):
+    """``n_draws`` hyperparameter draws standing for the posterior, as a list of ``Hyper``:
+    evenly spaced draws (cycled if more are asked for than the run has), or for weighted
+    runs draws resampled in proportion to their weights."""
+    from bigmali.relation import Hyper
+
+    values, w = draws_and_weights(run)
+    total = w.size
+    if is_weighted(run):
+        picks = np.random.default_rng(seed).choice(total, size=n_draws, p=w)
+    else:
+        picks = np.resize(np.linspace(0, total - 1, min(n_draws, total)).round().astype(int), n_draws)
+    return [Hyper(*(float(values[name][i]) for name in HYPER_NAMES)) for i in picks]
+
+
+def run_catalog(run):
+    """The catalog a run was fitted to, rebuilt from its ``observed_data`` and ``constant_data``."""
+    from bigmali.catalog import Catalog
+
+    const = run["constant_data"]
+
+    def column(name):
+        return np.asarray(const[name]) if name in const else None
+
+    return Catalog.from_arrays(z=np.asarray(const["z"]), lum_obs=np.asarray(run["observed_data"]["lum_obs"]),
+                               ra=column("ra"), dec=column("dec"), mass=column("mass_true"), lum=column("lum_true"),
+                               z_max=None)
+
+
+def run_prior(run, prior=None):
+    """The run's mass prior: ``prior`` if given, else rebuilt from the options the run recorded."""
+    if prior is not None:
+        return prior
+    options = attr_json(run, "prior_options")
+    if options is None:
+        raise ValueError("this run was fitted with a caller's own mass prior: pass that prior")
+    from bigmali.mass_prior import load_mass_prior
+
+    return load_mass_prior(**options)

@@ -1,0 +1,85 @@
+"""Simulation-based calibration: ranks, uniformity tests, resuming, the CLI and its plot."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bigmali import cli
+from bigmali.diagnostics.sbc import SbcResult, SbcSettings, format_sbc, plot_sbc, read_sbc, run_sbc
+from bigmali.relation import HYPER_NAMES
+
+
+@pytest.fixture(scope="module")
+def sbc(tmp_path_factory, prior):
+    # CI's small version of benchmarks/sbc.py (200 mocks of 10^4 halos): 40 mocks of 1,000
+    # halos, collapsed NUTS, 150 + 200 draws, each truth ranked among every other draw.
+    path = tmp_path_factory.mktemp("sbc") / "sbc.jsonl"
+    return run_sbc(path, 40, 1000, prior=prior, warmup=150, draws=200, thin=2, seed=1, progress=False), path
+
+
+def test_ranks_of_collapsed_nuts_are_uniform(sbc):
+    result, _ = sbc
+    assert result.dataset.tolist() == list(range(40))
+    assert np.all((result.ranks >= 0) & (result.ranks <= result.settings.n_ranked))
+    assert np.all((result.pit > 0) & (result.pit < 1))
+    uniformity = result.uniformity()
+    for name in HYPER_NAMES:  # each test has a 1% false-alarm rate; the seed is fixed
+        assert not uniformity[name]["rejected"], (name, uniformity[name])
+    # The truths are hyperprior draws, not one point: their spread is the hyperprior's.
+    assert np.all(result.truths.std(axis=0) > 0)
+    assert result.divergences.sum() == 0
+    assert "uniform" in format_sbc(result)
+
+
+def test_the_tests_reject_miscalibrated_ranks(sbc):
+    result, _ = sbc
+    rng = np.random.default_rng(0)
+    n = 200
+    biased = SbcResult(result.settings, np.arange(n), np.zeros((n, 4)), np.full((n, 4), np.nan),
+                       np.clip(rng.beta(2.0, 1.0, (n, 4)), 1e-6, 1 - 1e-6), np.zeros(n, int), np.zeros(n))
+    assert all(u["rejected"] for u in biased.uniformity().values())  # truths too often above the draws
+    narrow = biased._replace(pit=np.clip(0.5 + 1.6 * (rng.uniform(size=(n, 4)) - 0.5), 1e-6, 1 - 1e-6))
+    assert all(u["rejected"] for u in narrow.uniformity().values())  # posteriors too narrow: ranks at the ends
+
+
+def test_resuming_gives_the_datasets_an_uninterrupted_run_gives(tmp_path, prior):
+    whole = run_sbc(tmp_path / "whole.jsonl", 3, 300, prior=prior, warmup=100, draws=100, thin=2, progress=False)
+    part = tmp_path / "part.jsonl"
+    run_sbc(part, 2, 300, prior=prior, warmup=100, draws=100, thin=2, progress=False)
+    with part.open("a") as handle:
+        handle.write('{"dataset": 2, "tru')  # an interrupted write
+    resumed = run_sbc(part, 3, 300, prior=prior, warmup=100, draws=100, thin=2, progress=False)
+    np.testing.assert_array_equal(resumed.truths, whole.truths)
+    np.testing.assert_array_equal(resumed.ranks, whole.ranks)
+    assert len(part.read_text().splitlines()) == 4  # header and three datasets
+    with pytest.raises(ValueError, match="thin"):
+        run_sbc(part, 4, 300, prior=prior, warmup=100, draws=100, thin=5, progress=False)
+
+
+def test_bad_files_and_settings_fail_clearly(tmp_path, prior):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": "something else"}\n')
+    with pytest.raises(ValueError, match="format"):
+        read_sbc(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_sbc(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match="at least 1"):
+        run_sbc(tmp_path / "x.jsonl", 0, 100, prior=prior)
+
+
+def test_cli_sbc_writes_results_and_the_ecdf_plot(sbc, tmp_path, capsys):
+    _, path = sbc
+    settings = read_sbc(path).settings
+    assert settings == SbcSettings(1000, warmup=150, draws=200, thin=2, seed=1, prior=None)
+    plot = tmp_path / "ecdf.png"
+    plot_sbc(read_sbc(path), plot)
+    assert plot.stat().st_size > 10_000
+    out = tmp_path / "cli.jsonl"
+    assert cli.main(["sbc", "--n-datasets", "2", "--n-halos", "200", "--warmup", "50", "--draws", "60", "--thin", "3",
+                     "--out", str(out), "--quiet", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_datasets"] == 2 and set(printed["uniformity"]) == set(HYPER_NAMES)
+    assert out.with_suffix(".png").exists()
+    header = json.loads(out.read_text().splitlines()[0])
+    assert header["settings"]["prior"]["hmf_model"] == "Tinker10"
