@@ -57,6 +57,12 @@ def test_resuming_gives_the_datasets_an_uninterrupted_run_gives(tmp_path, prior)
         run_sbc(part, 4, 300, prior=prior, warmup=100, draws=100, thin=5, progress=False)
 
 
+def test_other_methods_go_through_fit(tmp_path, prior):
+    result = run_sbc(tmp_path / "svi.jsonl", 2, 300, method="svi", draws=200, thin=2, prior=prior, progress=False)
+    assert result.settings.method == "svi" and result.dataset.tolist() == [0, 1]
+    assert np.all((result.ranks >= 0) & (result.ranks <= 100)) and np.all((result.pit > 0) & (result.pit < 1))
+
+
 def test_bad_files_and_settings_fail_clearly(tmp_path, prior):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"format": "something else"}\n')

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bigmali.diagnostics.weights import weighted_mean_sd
 from bigmali.inference.results import draws_and_weights
 from bigmali.relation import HYPER_NAMES
 
@@ -31,8 +32,7 @@ def compare(runs, labels=None) -> dict:
         draws, w = draws_and_weights(run)
         entry = {}
         for name in HYPER_NAMES:
-            mean = float(np.sum(w * draws[name]))
-            entry[name] = (mean, float(np.sqrt(np.sum(w * (draws[name] - mean) ** 2))))
+            entry[name] = weighted_mean_sd(draws[name], w)
         moments.append(entry)
     params = {}
     for name in HYPER_NAMES:
@@ -64,8 +64,7 @@ def plot_comparison(runs, path, labels=None, truth: dict | None = None) -> Path:
     data = [draws_and_weights(r) for r in runs]
     for ax, name in zip(axes, HYPER_NAMES):
         ref_draws, ref_w = data[0]
-        ref_mean = np.sum(ref_w * ref_draws[name])
-        ref_sd = np.sqrt(np.sum(ref_w * (ref_draws[name] - ref_mean) ** 2))
+        ref_mean, ref_sd = weighted_mean_sd(ref_draws[name], ref_w)
         lo, hi = ref_mean - 6 * ref_sd, ref_mean + 6 * ref_sd
         for (draws, w), label in zip(data, labels):
             x = draws[name]

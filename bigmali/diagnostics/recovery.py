@@ -57,9 +57,10 @@ def weighted_hdi(values, weights, prob: float) -> tuple[float, float]:
 
 
 def _weighted_entry(draws, w, weight_ess: float) -> dict:
-    mean = float(np.sum(w * draws))
-    return {"mean": mean, "sd": float(np.sqrt(np.sum(w * (draws - mean) ** 2))),
-            "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
+    from bigmali.diagnostics.weights import weighted_mean_sd
+
+    mean, sd = weighted_mean_sd(draws, w)
+    return {"mean": mean, "sd": sd, "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
 
 
 def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200) -> dict:

@@ -179,8 +179,8 @@ def _generic_fitter(settings: SbcSettings, prior: MassPrior):
 
     def fit(mock, key):
         run = fit_catalog(mock, settings.model, settings.method, prior, chains=1, warmup=settings.warmup,
-                          draws=settings.draws, seed=int(jax.random.randint(key, (), 0, 2**30)), progress=False,
-                          mass_draws=0, log_likelihood=0)
+                          draws=settings.draws, svi_draws=settings.draws, seed=int(jax.random.randint(key, (), 0, 2**30)),
+                          progress=False, mass_draws=0, log_likelihood=0)
         draws = np.stack([np.asarray(run["posterior"][name]).ravel() for name in HYPER_NAMES], axis=1)
         stats_ = run["sample_stats"]
         log_w = np.asarray(stats_["log_weight"]).ravel() if "log_weight" in stats_ else None

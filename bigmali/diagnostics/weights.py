@@ -56,3 +56,9 @@ def weight_diagnostics(log_w) -> dict:
     norm = normalise_log_weights(np.ravel(log_w))
     _, k_hat = psis(np.ravel(log_w))
     return {"ess": float(np.exp(-logsumexp(2.0 * norm))), "pareto_k": k_hat, "max_share": float(np.exp(norm.max()))}
+
+
+def weighted_mean_sd(values, w) -> tuple[float, float]:
+    """Mean and sd of ``values`` under normalised weights ``w``."""
+    mean = float(np.sum(w * values))
+    return mean, float(np.sqrt(np.sum(w * (values - mean) ** 2)))
