@@ -125,15 +125,36 @@ def test_cli_summary_json_reports_ppc_p_values(nuts_run, tmp_path, capsys):
     assert len(result["ppc_p_value_by_bin"]) == len(result["ppc_n_halos_by_bin"]) and result["ppc_replicates"] == 50
 
 
-def test_loo_points_at_an_injected_outlier(small_mock, prior):
+@pytest.fixture(scope="module")
+def outlier_run(small_mock, prior):
     lum = small_mock.lum_obs.copy()
     lum[7] *= 30.0  # a halo far brighter than its redshift's masses allow
     catalog = bigmali.Catalog.from_arrays(z=small_mock.z, lum_obs=lum)
-    run = bigmali.fit(catalog, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=0, seed=3)
-    result = halo_loo(run, n_worst=3)
+    return bigmali.fit(catalog, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=0, seed=3)
+
+
+def test_loo_points_at_an_injected_outlier(outlier_run):
+    result = halo_loo(outlier_run, n_worst=3)
+    assert result["method"] == "exact" and result["exact_halos"] == 1500
     assert result["worst"][0]["halo"] == 7
     assert result["worst"][0]["elpd_i"] < result["elpd_i_median"] - 5
-    assert result["n_halos"] == len(catalog) and "halo" in format_loo(result)
+    assert result["n_halos"] == 1500 and "halo" in format_loo(result)
+
+
+def test_large_catalog_loo_subsamples_and_still_finds_the_outlier(outlier_run, monkeypatch):
+    from bigmali.diagnostics import loo
+
+    exact = halo_loo(outlier_run, n_worst=3)
+    monkeypatch.setattr(loo, "EXACT_MAX_HALOS", 1000)
+    monkeypatch.setattr(loo, "SUBSAMPLE", 600)
+    monkeypatch.setattr(loo, "CANDIDATES", 50)
+    result = halo_loo(outlier_run, n_worst=3)
+    assert result["method"] == "subsample" and 600 <= result["exact_halos"] <= 650
+    assert result["worst"][0]["halo"] == 7  # exact PSIS on the lowest-lpd candidates
+    assert result["worst"][0]["elpd_i"] == pytest.approx(exact["worst"][0]["elpd_i"], abs=1e-6)
+    # The difference estimator with lpd as the approximation: elpd_i - lpd_i is tiny for all
+    # but the outlier, so the estimate of the total is close to the exact one.
+    assert abs(result["elpd_loo"] - exact["elpd_loo"]) < 2.0, (result["elpd_loo"], exact["elpd_loo"])
 
 
 def test_loo_needs_the_log_likelihood_group(small_mock, prior):

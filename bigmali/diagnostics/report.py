@@ -176,16 +176,23 @@ def _ppc_section(page: _Page, ppc) -> None:
 def _loo_section(page: _Page, run) -> None:
     import arviz_plots as azp
 
-    from bigmali.diagnostics.loo import halo_loo, loo_elpd
+    from bigmali.diagnostics.loo import CANDIDATES, SUBSAMPLE, halo_loo, loo_elpd
     from bigmali.plotting import figure_of
 
     elpd = loo_elpd(run)
     result = halo_loo(run, elpd=elpd)
     pc = azp.plot_khat(elpd, backend="matplotlib", figure_kwargs={"figsize": (10, 3.2)})
+    how = ("" if result["method"] == "exact" else
+           f" (ArviZ's subsampling estimate from {SUBSAMPLE} random halos; the worst halos below come "
+           f"from exact PSIS on the {CANDIDATES} halos of lowest lpd)")
     page.add(f"<h2>Leave-one-halo-out (PSIS-LOO)</h2><p>elpd<sub>loo</sub> = {result['elpd_loo']:.1f} &plusmn; "
              f"{result['se']:.1f}, p<sub>loo</sub> = {result['p_loo']:.2f} over {result['n_halos']} halos and "
-             f"{result['n_draws']} draws; {result['n_pareto_k_above_0.7']} halos with k&#770; &gt; 0.7 "
-             f"(largest {result['max_pareto_k']:.2f}). The halos the model finds most surprising:</p>"
+             f"{result['n_draws']} draws{how}; {result['n_pareto_k_above_0.7']} of the {result['exact_halos']} halos with "
+             f"exact PSIS have k&#770; &gt; 0.7 (largest {result['max_pareto_k']:.2f}). The halos the model finds most "
+             "surprising:</p>"
+             + ('<p class="note">Pareto k-hat from fewer than 1,000 draws is noisy (its tail fit uses a few dozen '
+                "weights): refit with a larger <code>log_likelihood</code> budget before acting on high k-hat.</p>"
+                if result["n_draws"] < 1000 else "")
              + _table(["halo", "z", "L_obs", "elpd_i", "k-hat"],
                       [[str(w["halo"]), _fmt(w["z"], 4), _fmt(w["lum_obs"], 5), _fmt(w["elpd_i"], 4), _fmt(w["pareto_k"], 3)]
                        for w in result["worst"]]))

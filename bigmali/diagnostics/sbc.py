@@ -41,6 +41,7 @@ __all__ = ["SbcSettings", "SbcResult", "run_sbc", "read_sbc", "plot_sbc", "forma
 
 FORMAT = "bigmali-sbc-1"
 REJECT_P = 0.01
+CLEAR_CACHES_EVERY = 10
 
 
 class SbcSettings(NamedTuple):
@@ -312,6 +313,11 @@ def run_sbc(out, n_datasets: int, n_halos: int, *, model: str = "collapsed", met
                 os.fsync(handle.fileno())
                 if bar is not None:
                     bar.update(1)
+                if (d + 1) % CLEAR_CACHES_EVERY == 0:
+                    # NumPyro compiles its sampling loop anew on every run (a fresh closure), and
+                    # JAX keeps every executable: without this, ~75 fits of 10^4 halos exhaust
+                    # LLVM's memory ("Cannot allocate memory").
+                    jax.clear_caches()
         if bar is not None:
             bar.close()
     result = read_sbc(path)
