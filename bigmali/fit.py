@@ -86,13 +86,12 @@ def pointwise_log_likelihood(samples: dict, catalog: Catalog, prior: MassPrior, 
     data = collapsed.prepare_data(jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs), prior)
     config = QuadratureConfig(linear=prior.z_interp == "linear")
     per_draw = jax.jit(jax.vmap(lambda h: log_likelihood_halos(h, data, config)))
-    block = max(1, LOG_LIK_BLOCK // n)
+    from bigmali.inference.blocks import map_blocks
+
     out = np.empty((chains, picks.size, n))
     for c in range(chains):
-        for start in range(0, picks.size, block):
-            idx = picks[start:start + block]
-            hyper = Hyper(*(jnp.asarray(np.asarray(samples[name])[c, idx], dtype=jnp.float64) for name in HYPER_NAMES))
-            out[c, start:start + idx.size] = np.asarray(per_draw(hyper))
+        hyper = Hyper(*(jnp.asarray(np.asarray(samples[name])[c, picks], dtype=jnp.float64) for name in HYPER_NAMES))
+        out[c] = map_blocks(per_draw, hyper, max(1, LOG_LIK_BLOCK // n))
     return out, picks
 
 
@@ -104,6 +103,8 @@ def _fit_importance(method: str, catalog: Catalog, prior: MassPrior, model_fn, a
 
     if is_samples < 1:
         raise ValueError(f"is_samples = {is_samples}: need at least one importance sample per halo")
+    if n_hyper is not None and n_hyper < 1:
+        raise ValueError(f"n_hyper = {n_hyper}: need at least one hyper-sample")
     halos = halo_data(catalog.z, catalog.lum_obs, prior)
     collapsed_data, quad_config = args[3], args[4]
     seed, progress = nuts_config.seed, nuts_config.progress

@@ -135,16 +135,23 @@ class MassMaps(NamedTuple):
         return np.divide(self.mean, self.std, out=np.zeros_like(self.mean), where=self.std > 0)
 
 
-def _summarise_samples(ln_mass: np.ndarray) -> HaloMassPosterior:
-    """Per-halo summaries from samples of ln M, shape (n_samples, n_halos)."""
+PERCENTILES = (0.5, 0.16, 0.84, 0.025, 0.975)
+
+
+def _halo_posterior(mean_log10, pct: dict, mu, sigma) -> HaloMassPosterior:
+    """The summaries, with the lognormal fit's largest percentile error (dex) per halo."""
     from scipy.stats import norm
 
-    log10 = ln_mass / LN10
-    pct = {q: np.percentile(log10, 100 * q, axis=0) for q in (0.5, 0.16, 0.84, 0.025, 0.975)}
-    mu, sigma = ln_mass.mean(axis=0), ln_mass.std(axis=0, ddof=1)
     errors = np.max([np.abs((mu + norm.ppf(q) * sigma) / LN10 - pct[q]) for q in (0.16, 0.84, 0.025, 0.975)], axis=0)
-    return HaloMassPosterior(mean=log10.mean(axis=0), median=pct[0.5], p16=pct[0.16], p84=pct[0.84], p2_5=pct[0.025],
+    return HaloMassPosterior(mean=mean_log10, median=pct[0.5], p16=pct[0.16], p84=pct[0.84], p2_5=pct[0.025],
                              p97_5=pct[0.975], lognormal_mu=mu, lognormal_sigma=sigma, lognormal_error=errors)
+
+
+def _summarise_samples(ln_mass: np.ndarray) -> HaloMassPosterior:
+    """Per-halo summaries from samples of ln M, shape (n_samples, n_halos)."""
+    log10 = ln_mass / LN10
+    pct = {q: np.percentile(log10, 100 * q, axis=0) for q in PERCENTILES}
+    return _halo_posterior(log10.mean(axis=0), pct, ln_mass.mean(axis=0), ln_mass.std(axis=0, ddof=1))
 
 
 def sampled_mass_posterior(run) -> HaloMassPosterior:
@@ -234,15 +241,8 @@ def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 10
             bar.update()
     mean_ln = s1 / n_draws
     sd_ln = np.sqrt(np.maximum(s2 / n_draws - mean_ln ** 2, 0.0) * n_draws / (n_draws - 1))
-    pct = {q: _quantile_from_histogram(counts, edges, q) / LN10 for q in (0.5, 0.16, 0.84, 0.025, 0.975)}
-    from scipy.stats import norm
-
-    errors = np.zeros(n)
-    for q in (0.16, 0.84, 0.025, 0.975):
-        fitted = (mean_ln + norm.ppf(q) * sd_ln) / LN10
-        errors = np.maximum(errors, np.abs(fitted - pct[q]))
-    posterior = HaloMassPosterior(mean=mean_ln / LN10, median=pct[0.5], p16=pct[0.16], p84=pct[0.84], p2_5=pct[0.025],
-                                  p97_5=pct[0.975], lognormal_mu=mean_ln, lognormal_sigma=sd_ln, lognormal_error=errors)
+    pct = {q: _quantile_from_histogram(counts, edges, q) / LN10 for q in PERCENTILES}
+    posterior = _halo_posterior(mean_ln / LN10, pct, mean_ln, sd_ln)
     if has_sky:
         shape = (len(z_edges) - 1, grid.n_pixels, grid.n_pixels)
         mean_map = map_sum / n_draws

@@ -167,3 +167,5 @@ def test_importance_methods_need_the_collapsed_model(mock, prior):
         bigmali.fit(mock, model="latent_mass", method="is_prior", prior=prior, progress=False)
     with pytest.raises(ValueError, match="is_samples = 0"):
         bigmali.fit(mock, method="pmmh", is_samples=0, prior=prior, progress=False)
+    with pytest.raises(ValueError, match="n_hyper = 0"):
+        bigmali.fit(mock, method="is_prior", n_hyper=0, prior=prior, progress=False)

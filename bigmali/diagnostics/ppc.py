@@ -24,7 +24,6 @@ Weighted runs (the importance-sampling methods) use draws resampled by weight.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -58,7 +57,7 @@ class Ppc(NamedTuple):
                 "ppc_replicates": int(self.replicates.shape[0])}
 
 
-@partial(jax.jit, static_argnames=())
+@jax.jit
 def _replicate_block(keys, hyper: Hyper, z, prior: MassPrior):
     def one(key, h):
         key_m, key_l = jax.random.split(key)
@@ -70,18 +69,12 @@ def _replicate_block(keys, hyper: Hyper, z, prior: MassPrior):
 
 def replicate_ln_lum_obs(hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8) -> np.ndarray:
     """One replicated catalog's ln L_obs per hyperparameter draw: (len(hypers), len(z)), float32."""
+    from bigmali.inference.blocks import map_blocks
+
     z = jnp.asarray(z, dtype=jnp.float64)
-    out = np.empty((len(hypers), z.shape[0]), dtype=np.float32)
-    key = jax.random.PRNGKey(seed)
-    for start in range(0, len(hypers), block):
-        chunk = hypers[start:start + block]
-        pad = block - len(chunk)  # keep one compiled shape
-        chunk = chunk + [chunk[-1]] * pad
-        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(start, start + block))
-        hyper = Hyper(*(jnp.asarray([getattr(h, name) for h in chunk], dtype=jnp.float64) for name in HYPER_NAMES))
-        values = np.asarray(_replicate_block(keys, hyper, z, prior))
-        out[start:start + block - pad] = values[:block - pad]
-    return out
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(len(hypers)))
+    batch = (keys, Hyper(*(jnp.asarray([getattr(h, name) for h in hypers], dtype=jnp.float64) for name in HYPER_NAMES)))
+    return map_blocks(lambda b: _replicate_block(b[0], b[1], z, prior).astype(jnp.float32), batch, block)
 
 
 def _redshift_bins(prior: MassPrior, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -132,10 +132,10 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
     instead of spending its first warmup windows at the maximum tree depth.
     """
     import jax.numpy as jnp
-    import jax.scipy.optimize as jso
     from numpyro.infer import MCMC, NUTS
     from numpyro.infer.util import potential_energy
 
+    from bigmali.inference.laplace import mode_and_cov
     from bigmali.models import collapsed, quadrature
     from bigmali.models.common import HYPER_SITES
     from bigmali.models.quadrature import QuadratureConfig
@@ -151,9 +151,8 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
         def f(x):
             return potential_energy(model, args, {}, {site: x[i] for i, site in enumerate(HYPER_SITES)})
 
-        x = jso.minimize(f, jnp.zeros(len(HYPER_SITES)), method="BFGS").x
-        hessian = jax.hessian(f)(x)
-        return x, jnp.linalg.cholesky(jnp.linalg.inv(0.5 * (hessian + hessian.T)))
+        x, cov = mode_and_cov(f, jnp.zeros(len(HYPER_SITES)))
+        return x, jnp.linalg.cholesky(cov)
 
     mcmc = MCMC(NUTS(partial(_whitened_collapsed_model, config=config), dense_mass=True, target_accept_prob=0.65),
                 num_warmup=settings.warmup, num_samples=settings.draws, num_chains=1, progress_bar=False,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmali.diagnostics.weights import normalise_log_weights, psis, weight_diagnostics
+from bigmali.inference.blocks import map_blocks
 from bigmali.inference.halo_likelihood import HaloData
 from bigmali.inference.is_likelihood import is_log_likelihood
 from bigmali.mass_prior import MassPrior
@@ -74,15 +75,9 @@ def exact_log_likelihoods(hypers: Hyper, data: CollapsedData, config: Quadrature
                           progress: bool = False) -> np.ndarray:
     """The collapsed log-likelihood at each of a batch of hyperparameters (leading axis)."""
     f = jax.jit(jax.vmap(lambda h: log_likelihood(h, data, config)))
-    n = np.shape(hypers[0])[0]
-    out = np.empty(n)
-    with progress_bar(n, progress, "exact log-likelihoods") as bar:
-        for start in range(0, n, block):
-            stop = min(n, start + block)
-            idx = np.arange(start, start + block).clip(max=n - 1)  # fixed shape: one compilation
-            out[start:stop] = np.asarray(f(Hyper(*(jnp.asarray(np.asarray(v)[idx]) for v in hypers))))[: stop - start]
-            bar.update(stop - start)
-    return out
+    batch = Hyper(*(jnp.asarray(np.asarray(v)) for v in hypers))
+    with progress_bar(np.shape(hypers[0])[0], progress, "exact log-likelihoods") as bar:
+        return map_blocks(f, batch, block, bar)
 
 
 def is_prior(halo_data: HaloData, collapsed_data: CollapsedData, prior: MassPrior, config: QuadratureConfig, *,
@@ -137,19 +132,9 @@ def is_proposal(model, model_args, *, n_hyper: int = 4000, seed: int = 0, progre
     eps = jax.random.normal(jax.random.fold_in(key, 2), (n_hyper, dim))
     flat = approx.mode + eps @ chol.T
     log_q = -0.5 * jnp.sum(eps * eps, axis=1) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * dim * jnp.log(2 * jnp.pi)
-    f = jax.jit(jax.vmap(lambda x: -potential(approx.unravel(x))))
-    g = jax.jit(jax.vmap(lambda x: postprocess(approx.unravel(x))))
-    log_post = np.empty(n_hyper)
-    values = {name: np.empty(n_hyper) for name in HYPER_NAMES}
-    block = 64
+    f = jax.jit(jax.vmap(lambda x: (-potential(approx.unravel(x)), postprocess(approx.unravel(x)))))
     with progress_bar(n_hyper, progress, "exact posterior at the proposal's draws") as bar:
-        for lo in range(0, n_hyper, block):
-            hi = min(n_hyper, lo + block)
-            idx = jnp.asarray(np.arange(lo, lo + block).clip(max=n_hyper - 1))
-            log_post[lo:hi] = np.asarray(f(flat[idx]))[: hi - lo]
-            constrained = g(flat[idx])
-            for name in HYPER_NAMES:
-                values[name][lo:hi] = np.asarray(constrained[name])[: hi - lo]
-            bar.update(hi - lo)
+        log_post, constrained = map_blocks(f, flat, 64, bar)
+    values = {name: np.asarray(constrained[name], dtype=np.float64) for name in HYPER_NAMES}
     log_w = log_post - np.asarray(log_q)
     return weighted_output(values, log_w, log_post, start)

@@ -17,7 +17,7 @@ import jax.scipy.optimize as jso
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import initialize_model
 
-__all__ = ["Laplace", "laplace", "LAPLACE_MAX_DIM"]
+__all__ = ["Laplace", "laplace", "mode_and_cov", "LAPLACE_MAX_DIM"]
 
 LAPLACE_MAX_DIM = 50
 """Above this many latent variables the Hessian is not formed (the latent-mass models)."""
@@ -45,6 +45,19 @@ class Laplace(NamedTuple):
         return jax.vmap(self.unravel)(flat)
 
 
+def mode_and_cov(f, x0, newton_steps: int = 0):
+    """Mode of ``f`` (a potential of a flat vector) by BFGS from ``x0``, then ``newton_steps``
+    Newton steps, and the inverse of the symmetrised Hessian there. Traceable: it can sit
+    inside a function that is jitted once for many datasets."""
+    x = jso.minimize(f, x0, method="BFGS").x
+    hess, grad = jax.hessian(f), jax.grad(f)
+    for _ in range(newton_steps):
+        step = jnp.linalg.solve(hess(x), grad(x))
+        x = jnp.where(jnp.all(jnp.isfinite(step)), x - step, x)
+    hessian = hess(x)
+    return x, jnp.linalg.inv(0.5 * (hessian + hessian.T))
+
+
 def laplace(model, model_args=(), model_kwargs=None, key=None) -> Laplace | None:
     """Find the mode of ``model``'s potential with BFGS and take the Hessian there.
 
@@ -56,16 +69,9 @@ def laplace(model, model_args=(), model_kwargs=None, key=None) -> Laplace | None
     if flat0.shape[0] > LAPLACE_MAX_DIM:
         return None
     f = jax.jit(lambda x: potential(unravel(x)))
-    result = jso.minimize(f, jnp.zeros_like(flat0), method="BFGS")
-    x = result.x
-    hess = jax.jit(jax.hessian(f))
-    grad = jax.jit(jax.grad(f))
     # BFGS stops on a gradient tolerance that a potential of size 1e6 rarely meets;
     # two Newton steps finish the job on this near-quadratic surface.
-    for _ in range(2):
-        step = jnp.linalg.solve(hess(x), grad(x))
-        x = jnp.where(jnp.all(jnp.isfinite(step)), x - step, x)
-    hessian = hess(x)
-    cov = jnp.linalg.inv(0.5 * (hessian + hessian.T))
-    gnorm = float(jnp.linalg.norm(grad(x) @ cov @ grad(x)))
+    x, cov = mode_and_cov(f, jnp.zeros_like(flat0), newton_steps=2)
+    g = jax.grad(f)(x)
+    gnorm = float(jnp.linalg.norm(g @ cov @ g))
     return Laplace(x, cov, unravel, bool(gnorm < 1e-6))

@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS, HMCGibbs, init_to_value
 from numpyro.infer.util import constrain_fn, initialize_model
 
-from bigmali.inference.laplace import laplace
+from bigmali.inference.laplace import laplace, mode_and_cov
 from bigmali.inference.nuts_gibbs import halo_mh_update
 
 __all__ = ["NutsConfig", "NutsOutput", "run_nuts", "run_nuts_latent", "extend_nuts"]
@@ -124,9 +124,7 @@ def _latent_start(model, model_args, hyper_sites, key, chains: int):
     hyper0 = {k: info.z[k] for k in hyper_sites}
     flat0, unravel = ravel_pytree(hyper0)
     f = jax.jit(lambda x: potential({**unravel(x), **latent}))
-    x = jax.scipy.optimize.minimize(f, jnp.zeros_like(flat0), method="BFGS").x
-    hessian = jax.hessian(f)(x)
-    cov = jnp.linalg.inv(0.5 * (hessian + hessian.T))
+    x, cov = mode_and_cov(f, jnp.zeros_like(flat0))
     if not bool(jnp.all(jnp.isfinite(cov))) or not bool(jnp.all(jnp.linalg.eigvalsh(cov) > 0)):
         return None, None
     key_h, key_u = jax.random.split(key)
