@@ -6,7 +6,7 @@ A catalog has one row per halo (galaxy) and these columns:
 column     required  meaning
 =========  ========  ===========================================================
 z          yes       redshift, 0 <= z <= the mass prior's largest redshift
-lum_obs    yes       observed luminosity, > 0 (units of the 2017 catalogs)
+lum_obs    yes       observed luminosity, > 0 (on the 2017 catalogs' scale, see below)
 ra         no        right ascension in degrees, [0, 360)
 dec        no        declination in degrees, [-90, 90]
 mass       no        true halo mass in Msun (mocks only)
@@ -14,8 +14,26 @@ lum        no        true luminosity (mocks only)
 =========  ========  ===========================================================
 
 Other columns (ids, magnitudes, ...) are carried along untouched. Formats: FITS, ECSV and
-CSV through astropy, and the whitespace text of the 2017 files, with two columns
-``z lum_obs`` or five columns ``z lum_obs mass ra dec`` (suffix ``.txt`` or ``.dat``).
+CSV through astropy (CSV lines starting with ``#`` are comments), and the whitespace text
+of the 2017 files, with two columns ``z lum_obs`` or five columns ``z lum_obs mass ra dec``
+(suffix ``.txt`` or ``.dat``).
+
+Column names are matched exactly. A name that appears twice, or a name that differs from a
+catalog column only in case or surrounding spaces (``Z``, ``RA ``), is an error: astropy
+would rename or keep one of them silently.
+
+**Units.** FITS and ECSV columns may carry astropy units; they are converted on reading:
+
+- ``ra``, ``dec``: any angle (``rad``, ``hourangle``, ``arcmin``) is converted to degrees;
+  without a unit, degrees are assumed.
+- ``mass``: any mass (``kg``, ``Msun``) is converted to Msun; units with ``h`` are refused.
+- ``z``: dimensionless (or astropy's ``redshift``).
+- ``lum_obs``, ``lum``: **the luminosity unit is the 2017 catalogs' own.** The relation's
+  normalisation ``alpha1`` and its hyperprior (Reddick et al. 2013, applied in natural log
+  as the 2017 code did) are calibrated on that scale, which has no stated physical unit.
+  A column without a unit, or dimensionless, is taken as it is; a physical luminosity
+  (``erg/s``, ``W``, ``Lsun``) is refused, because no conversion into the relation's scale
+  is defined, and any other unit (a flux, a magnitude) is refused as not a luminosity.
 
 Every problem raises a ``ValueError`` that names the column, the row (counting from 0)
 and the value. No row is ever dropped.
@@ -23,9 +41,12 @@ and the value. No row is ever dropped.
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import warnings
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
@@ -40,6 +61,7 @@ __all__ = [
     "write_catalog",
     "validate_catalog",
     "catalog_format",
+    "catalog_fingerprint",
 ]
 
 REQUIRED_COLUMNS = ("z", "lum_obs")
@@ -94,15 +116,81 @@ def _numeric_column(table: Table, name: str, where: str) -> np.ndarray:
     return np.asarray(data, dtype=np.float64)
 
 
+_LUMINOSITY_REFUSED = (
+    "bigmali's luminosities are on the 2017 catalogs' own scale (alpha1 and its hyperprior are "
+    "calibrated on it), which has no stated physical unit, so no conversion from {unit} is defined; "
+    "if the values are already on that scale, remove the unit"
+)
+
+
+def _catalog_unit(values: np.ndarray, unit, name: str, where: str) -> tuple[np.ndarray, u.UnitBase | None]:
+    """``values`` in the catalog's unit for column ``name`` (see the module docstring), and
+    the unit to label the column with; refuses what cannot be converted, with the reason."""
+    if unit is None:
+        return values, None
+    text = unit.to_string() if hasattr(unit, "to_string") else str(unit)
+    head = f"{where}column {name!r} has unit {text!r}"
+    if isinstance(unit, u.UnrecognizedUnit):
+        raise ValueError(f"{head}, which astropy does not recognise: give a known unit or none")
+    if name in ("ra", "dec"):
+        try:
+            return (values * unit).to_value(u.deg), u.deg
+        except u.UnitConversionError:
+            raise ValueError(f"{head}, which is not an angle: give degrees (or any angle unit)") from None
+    if name == "mass":
+        if any(base.name == "littleh" for base in getattr(unit, "bases", [])):
+            raise ValueError(f"{head}: masses per h need the cosmology's h; give them in Msun")
+        try:
+            return (values * unit).to_value(u.Msun), u.Msun
+        except u.UnitConversionError:
+            raise ValueError(f"{head}, which is not a mass: give Msun (or any mass unit)") from None
+    if name == "z":
+        from astropy.cosmology import units as cu
+
+        try:
+            return (values * unit).to_value(u.dimensionless_unscaled, equivalencies=cu.dimensionless_redshift()), None
+        except u.UnitConversionError:
+            raise ValueError(f"{head}: a redshift has no unit") from None
+    # lum_obs and lum
+    if unit.is_equivalent(u.dimensionless_unscaled):
+        return (values * unit).to_value(u.dimensionless_unscaled), None
+    if unit.is_equivalent(u.erg / u.s):
+        raise ValueError(f"{head}: " + _LUMINOSITY_REFUSED.format(unit=repr(text)))
+    raise ValueError(f"{head}, which is not a luminosity (a flux or a magnitude needs a distance and a band "
+                     "to become one); give luminosities on the 2017 catalogs' scale, without a unit")
+
+
+def _check_names(names, where: str) -> None:
+    """Refuse duplicate names and names that differ from a catalog column only in case or spaces."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{where}column {name!r} appears twice (columns {seen[name] + 1} and {i + 1}); "
+                             "rename one of them")
+        seen[name] = i
+    for wanted in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+        lookalikes = [n for n in names if n != wanted and n.strip().lower() == wanted]
+        if lookalikes:
+            other = lookalikes[0]
+            if wanted in seen:
+                raise ValueError(f"{where}columns {wanted!r} and {other!r} differ only in case or spaces: it is "
+                                 f"ambiguous which one is the catalog's {wanted!r}; rename or remove {other!r}")
+            raise ValueError(f"{where}column {other!r} looks like the catalog column {wanted!r}, but names are matched "
+                             f"exactly: rename it to {wanted!r} (or to another name if it is something else)")
+
+
 def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, source: str | None = None) -> Table:
     """Check a table against the catalog rules and return it with float64 science columns.
 
-    Raises ``ValueError`` naming column, row and value for: an empty catalog, missing
-    columns, values that are missing, non-numeric or non-finite, ``lum_obs <= 0``,
-    ``z < 0``, ``z > z_max`` (pass ``z_max=None`` to skip that check), non-positive true
-    masses or luminosities, and coordinates outside their ranges.
+    Raises ``ValueError`` naming column, row and value for: an empty catalog, missing,
+    duplicate or ambiguous columns, values that are missing, non-numeric or non-finite,
+    ``lum_obs <= 0``, ``z < 0``, ``z > z_max`` (pass ``z_max=None`` to skip that check),
+    non-positive true masses or luminosities, coordinates outside their ranges, and units
+    that cannot be converted to the catalog's (see the module docstring; angles become
+    degrees, masses Msun).
     """
     where = f"catalog {source}: " if source else ""
+    _check_names(table.colnames, where)
     missing = [name for name in REQUIRED_COLUMNS if name not in table.colnames]
     if missing:
         found = ", ".join(table.colnames) or "none"
@@ -117,6 +205,7 @@ def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, sourc
         if name not in out.colnames:
             continue
         values = _numeric_column(out, name, where)
+        values, unit = _catalog_unit(values, getattr(out[name], "unit", None), name, where)
         bad = ~np.isfinite(values)
         if bad.any():
             row, more = _first_bad(bad)
@@ -143,11 +232,21 @@ def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, sourc
                     f"{where}column 'z', row {row}: value {float(values[row])!r} is beyond the mass prior's "
                     f"redshift range [0, {z_max:g}]{_more(more)}"
                 )
-        unit = out[name].unit if hasattr(out[name], "unit") else None
         out.replace_column(name, values)
         if unit is not None:
             out[name].unit = unit
     return out
+
+
+def catalog_fingerprint(z, lum_obs) -> str:
+    """SHA-256 of the ``z`` and ``lum_obs`` columns (float64, little-endian, row order):
+    what a run records to know its catalog again."""
+    digest = hashlib.sha256()
+    for values in (z, lum_obs):
+        array = np.ascontiguousarray(np.asarray(values), dtype="<f8")
+        digest.update(len(array).to_bytes(8, "little"))
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 class Catalog:
@@ -165,7 +264,9 @@ class Catalog:
                     z_max: float | None = DEFAULT_Z_MAX, **extra) -> "Catalog":
         """Build a catalog from arrays; columns of different lengths raise ``ValueError``."""
         columns = {"z": z, "lum_obs": lum_obs, "ra": ra, "dec": dec, "mass": mass, "lum": lum, **extra}
-        columns = {k: np.atleast_1d(np.asarray(v)) for k, v in columns.items() if v is not None}
+        # Quantities keep their unit, so that validation converts or refuses it.
+        columns = {k: np.atleast_1d(v) if isinstance(v, u.Quantity) else np.atleast_1d(np.asarray(v))
+                   for k, v in columns.items() if v is not None}
         lengths = {k: len(v) for k, v in columns.items()}
         if len(set(lengths.values())) > 1:
             longest = max(lengths, key=lengths.get)
@@ -195,6 +296,10 @@ class Catalog:
     @property
     def meta(self) -> dict:
         return self.table.meta
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the ``z`` and ``lum_obs`` columns (see :func:`catalog_fingerprint`)."""
+        return catalog_fingerprint(self.z, self.lum_obs)
 
     def summary(self) -> str:
         """A few lines: the count, the redshift and luminosity ranges, the optional columns."""
@@ -257,6 +362,33 @@ def _diagnose_text_2017(path: Path) -> None:
                 )
 
 
+def _header_names(path: Path, fmt: str) -> list[str] | None:
+    """The column names exactly as the file spells them, or None when they cannot be read
+    here (astropy then reports the problem)."""
+    try:
+        if fmt == "fits":
+            from astropy.io import fits
+
+            with fits.open(path) as hdus:
+                table = next((h for h in hdus[1:] if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
+                if table is None:
+                    return None
+                return [table.header.get(f"TTYPE{i}", "") for i in range(1, int(table.header.get("TFIELDS", 0)) + 1)]
+        delimiter = "," if fmt == "csv" else " "  # ECSV's default is a space; its YAML header may say otherwise
+        with open(path, newline="") as handle:
+            for line in handle:
+                if line.startswith("#"):
+                    key, _, value = line.lstrip("# ").partition(":")
+                    if fmt == "ecsv" and key.strip() == "delimiter":
+                        delimiter = value.strip().strip("'\"") or " "
+                    continue
+                if line.strip():
+                    return next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter, skipinitialspace=True))
+    except (OSError, UnicodeDecodeError, ValueError, StopIteration):
+        return None
+    return None
+
+
 def read_catalog(path, format: str | None = None, *, z_max: float | None = DEFAULT_Z_MAX) -> Catalog:
     """Read and validate a catalog file.
 
@@ -266,8 +398,10 @@ def read_catalog(path, format: str | None = None, *, z_max: float | None = DEFAU
         z_max: largest allowed redshift, normally the mass prior's (``None`` skips the check).
     """
     path = Path(path)
-    fmt = format or catalog_format(path)
     source = repr(str(path))
+    if path.is_dir():
+        raise ValueError(f"cannot read catalog {source}: it is a directory; give a catalog file (.fits, .ecsv, .csv, .txt)")
+    fmt = format or catalog_format(path)
     if not path.is_file():
         raise ValueError(f"cannot read catalog {source}: no such file")
     if path.stat().st_size == 0:
@@ -278,10 +412,14 @@ def read_catalog(path, format: str | None = None, *, z_max: float | None = DEFAU
         except UnicodeDecodeError:
             raise ValueError(f"cannot read catalog {source}: it is not a text file") from None
     elif fmt in _ASTROPY_FORMAT:
+        names = _header_names(path, fmt)
+        if names is not None:  # before astropy, which renames a repeated name to NAME_1
+            _check_names(names, f"catalog {source}: ")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                table = Table.read(path, format=_ASTROPY_FORMAT[fmt])
+                options = {"comment": "#"} if fmt == "csv" else {}
+                table = Table.read(path, format=_ASTROPY_FORMAT[fmt], **options)
         except Exception as exc:  # astropy raises many kinds; all mean an unreadable file here
             raise ValueError(f"cannot read catalog {source} as {fmt}: {exc}") from None
     else:
@@ -292,12 +430,20 @@ def read_catalog(path, format: str | None = None, *, z_max: float | None = DEFAU
 def write_catalog(catalog: Catalog, path, format: str | None = None, *, overwrite: bool = True) -> Path:
     """Write a catalog. FITS, ECSV and CSV keep every column; values round-trip exactly.
 
-    The 2017 text format holds only ``z lum_obs`` or ``z lum_obs mass ra dec``; other
-    columns are not written and a warning names them.
+    The file is written atomically (see :mod:`bigmali.files`): an existing file is replaced
+    only once the new one is complete, and only if ``overwrite``. The 2017 text format holds
+    only ``z lum_obs`` or ``z lum_obs mass ra dec``; other columns are not written and a
+    warning names them.
     """
+    from bigmali.files import atomic_path
+
     path = Path(path)
     fmt = format or catalog_format(path)
     table = catalog.table
+    if fmt not in _ASTROPY_FORMAT and fmt != "2017":
+        raise ValueError(f"catalog format {fmt!r}: choose one of fits, ecsv, csv, 2017")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{str(path)!r} exists")
     if fmt == "2017":
         has_five = all(c in table.colnames for c in ("mass", "ra", "dec"))
         names = TEXT_2017_COLUMNS if has_five else REQUIRED_COLUMNS
@@ -308,14 +454,11 @@ def write_catalog(catalog: Catalog, path, format: str | None = None, *, overwrit
                 f"{', '.join(left_out)} (use .fits or .ecsv to keep them)",
                 stacklevel=2,
             )
-        if path.exists() and not overwrite:
-            raise ValueError(f"{str(path)!r} exists")
         data = np.column_stack([np.asarray(table[c], dtype=np.float64) for c in names])
-        np.savetxt(path, data, fmt="%.17g", header=" ".join(names))
-    elif fmt in _ASTROPY_FORMAT:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # FITS HIERARCH cards for long metadata keys
-            table.write(path, format=_ASTROPY_FORMAT[fmt], overwrite=overwrite)
+        with atomic_path(path) as tmp:
+            np.savetxt(tmp, data, fmt="%.17g", header=" ".join(names))
     else:
-        raise ValueError(f"catalog format {fmt!r}: choose one of fits, ecsv, csv, 2017")
+        with warnings.catch_warnings(), atomic_path(path) as tmp:
+            warnings.simplefilter("ignore")  # FITS HIERARCH cards for long metadata keys
+            table.write(tmp, format=_ASTROPY_FORMAT[fmt], overwrite=True)
     return path

@@ -1,13 +1,94 @@
-"""The ``bigmali`` command line: it parses arguments and calls the library, nothing more."""
+"""The ``bigmali`` command line: it parses arguments and calls the library, nothing more.
+
+Every flag is checked when the arguments are parsed, with the flag's name in the message,
+and every output path is checked before any work starts. Files are written atomically.
+``fit``, ``demo`` and ``simulate`` refuse to replace an existing ``--out`` file without
+``--overwrite``; ``report``, ``massmap``, ``compare --png``, ``prior --plot`` and
+``sbc --plot`` replace their outputs (they are remade from a run); ``sbc --out`` resumes an
+existing file. Errors print one line (``bigmali CMD: error: ...``) and exit 1; SIGTERM and
+Ctrl-C stop a command without leaving a half-written file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import warnings
 
 __all__ = ["main"]
+
+
+def _integer(least: int):
+    """An argparse type: an integer >= ``least``, refused with the reason."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= {least}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse
+
+
+def _real(low: float, high: float | None = None, *, closed_low: bool = False):
+    """An argparse type: a finite number in (low, high), or [low, high) with ``closed_low``."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        above = value >= low if closed_low else value > low
+        if not (math.isfinite(value) and above and (high is None or value < high)):
+            interval = f"{'[' if closed_low else '('}{low:g}, {'inf' if high is None else f'{high:g}'})"
+            raise argparse.ArgumentTypeError(f"{text!r}: must lie in {interval}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+COUNT = _integer(1)
+NONNEGATIVE = _integer(0)
+SEED = _integer(0)
+POSITIVE = _real(0.0)
+FRACTION = _real(0.0, 1.0)
+
+
+def _z_edges(text: str) -> list[float]:
+    try:
+        edges = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give increasing redshift edges separated by commas") from None
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two increasing redshift edges >= 0")
+    return edges
+
+
+def _field(text: str) -> tuple[float, float, float]:
+    try:
+        ra, dec, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give ra_center,dec_center,width in degrees") from None
+    if not (0 <= ra < 360 and -90 <= dec <= 90 and 0 < width <= 180):
+        raise argparse.ArgumentTypeError(f"{text!r}: ra in [0, 360), dec in [-90, 90], width in (0, 180] degrees")
+    return ra, dec, width
+
+
+def _hyper(text: str):
+    from bigmali.relation import parse_hyper
+
+    try:
+        return parse_hyper(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +114,14 @@ def prior_from_args(args):
 
 def _cmd_simulate(args) -> int:
     from bigmali.catalog import read_catalog, write_catalog
+    from bigmali.files import check_output_file
     from bigmali.lightcone import N_HALOS_2017, simulate
     from bigmali.relation import parse_hyper
 
+    check_output_file(args.out, overwrite=args.overwrite)
     start = time.perf_counter()
     prior = prior_from_args(args)
-    hyper = parse_hyper(args.hyper)
+    hyper = args.hyper if args.hyper is not None else parse_hyper(None)
     redshifts = ra = dec = None
     if args.redshifts_from:
         source = read_catalog(args.redshifts_from, z_max=prior.z_max)
@@ -73,6 +156,10 @@ def _cmd_validate(args) -> int:
 def _cmd_prior(args) -> int:
     import numpy as np
 
+    from bigmali.files import check_output_file
+
+    if args.plot:
+        check_output_file(args.plot, flag="--plot")
     prior = prior_from_args(args)
     mass = np.asarray(prior.mass)
     print(f"mass prior: {prior.description}")
@@ -137,9 +224,11 @@ def _print_summary(run, truth, as_json: bool, ppc: bool = False, prior=None, ppc
 
 def _cmd_fit(args) -> int:
     from bigmali.catalog import read_catalog
+    from bigmali.files import check_output_file
     from bigmali.fit import fit
     from bigmali.inference import save_run
 
+    check_output_file(args.out, overwrite=args.overwrite)
     prior = prior_from_args(args)
     catalog = read_catalog(args.catalog, z_max=prior.z_max)
     run = fit(catalog, model=args.model, method=args.method, prior=prior, prior_options=_prior_options(args), **_fit_kwargs(args))
@@ -149,11 +238,30 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+_PRIOR_FLAGS = {"source": "--mass-prior", "hmf_model": "--hmf-model", "cosmology": "--cosmology",
+                "mass_convention": "--mass-convention", "z_interp": "--z-interp", "density_per": "--prior-density-per"}
+
+
 def _run_prior(run, args):
-    """The run's mass prior from its recorded options, else from the prior flags."""
+    """The prior flags' mass prior for a run that did not record its options; None (the
+    recorded prior) otherwise. Prior flags that contradict the recorded options are an
+    error, or with ``--force`` a warning and the flags' prior."""
+    from bigmali.fit import DEFAULT_PRIOR_OPTIONS
     from bigmali.inference.results import attr_json
 
-    return None if attr_json(run, "prior_options") else prior_from_args(args)
+    recorded = attr_json(run, "prior_options")
+    if not recorded:
+        return prior_from_args(args)
+    given = _prior_options(args)
+    differ = [k for k in given if given[k] != recorded.get(k)]
+    if given == DEFAULT_PRIOR_OPTIONS or not differ:
+        return None
+    k = differ[0]
+    message = f"{_PRIOR_FLAGS[k]} {given[k]!r}: the run was fitted with {recorded.get(k)!r}"
+    if not getattr(args, "force", False):
+        raise ValueError(message + " (leave the prior flags out to use the run's prior, or --force to override)")
+    warnings.warn(message + "; using the given prior because of --force", stacklevel=2)
+    return prior_from_args(args)
 
 
 def _cmd_summary(args) -> int:
@@ -171,8 +279,10 @@ def _cmd_compare(args) -> int:
 
     from bigmali.diagnostics.compare import compare, format_comparison, plot_comparison
     from bigmali.diagnostics.recovery import resolve_truth
+    from bigmali.files import check_output_file
     from bigmali.inference import load_run
 
+    check_output_file(args.png, flag="--png")
     runs = [load_run(path) for path in args.runs]
     labels = [f"{path} ({r.attrs.get('method')})" for path, r in zip(args.runs, runs)]
     result = compare(runs, labels)
@@ -187,42 +297,31 @@ def _cmd_massmap(args) -> int:
     import json
 
     from bigmali.catalog import read_catalog
+    from bigmali.files import check_output_dir
     from bigmali.inference import load_run
     from bigmali.inference.results import run_prior
     from bigmali.massmap import PixelGrid, massmap
 
+    check_output_dir(args.out, flag="--out")
     run = load_run(args.run)
     prior = run_prior(run, _run_prior(run, args))
     catalog = read_catalog(args.catalog, z_max=prior.z_max)
-    if len(catalog) != int(run.attrs.get("n_halos", -1)):
-        raise ValueError(f"catalog {args.catalog!r} has {len(catalog)} halos; the run was fitted to {run.attrs.get('n_halos')}")
-    z_edges = None
-    if args.zbins:
-        try:
-            z_edges = [float(v) for v in args.zbins.split(",")]
-        except ValueError:
-            raise ValueError(f"--zbins {args.zbins!r}: give increasing redshift edges separated by commas") from None
-        if len(z_edges) < 2 or any(b <= a for a, b in zip(z_edges, z_edges[1:])):
-            raise ValueError(f"--zbins {args.zbins!r}: give at least two increasing redshift edges")
-    grid = None
-    if args.field:
-        try:
-            ra_c, dec_c, width = (float(v) for v in args.field.split(","))
-        except ValueError:
-            raise ValueError(f"--field {args.field!r}: give ra_center,dec_center,width in degrees") from None
-        grid = PixelGrid.field(ra_c, dec_c, width, args.pixels)
-    summary = massmap(run, catalog, prior, args.out, n_draws=args.draws, n_pixels=args.pixels, z_edges=z_edges,
-                      grid=grid, keep=args.keep, seed=args.seed, progress=not args.quiet)
+    grid = PixelGrid.field(*args.field, args.pixels) if args.field else None
+    summary = massmap(run, catalog, prior, args.out, n_draws=args.draws, n_pixels=args.pixels, z_edges=args.zbins,
+                      grid=grid, keep=args.keep, seed=args.seed, progress=not args.quiet, force=args.force)
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}/: massmap_*.fits, massmap.png, halo_masses.fits, summary.json")
     return 0
 
 
 def _cmd_demo(args) -> int:
+    from bigmali.files import check_output_file
     from bigmali.fit import fit
     from bigmali.inference import save_run
     from bigmali.lightcone import N_HALOS_2017, simulate
 
+    if args.out:
+        check_output_file(args.out, overwrite=args.overwrite)
     prior = prior_from_args(args)
     start = time.perf_counter()
     catalog = simulate(prior, n_halos=args.n_halos or N_HALOS_2017, seed=args.seed)
@@ -240,11 +339,16 @@ def _cmd_sbc(args) -> int:
     from pathlib import Path
 
     from bigmali.diagnostics.sbc import format_sbc, plot_sbc, run_sbc
+    from bigmali.files import check_output_file
 
+    if args.thin > args.draws:
+        raise ValueError(f"--thin {args.thin}: must not exceed --draws {args.draws}")
+    check_output_file(args.out)  # an existing file is resumed, not replaced
+    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+    check_output_file(plot, flag="--plot")
     result = run_sbc(args.out, args.n_datasets, args.n_halos, model=args.model, method=args.method, warmup=args.warmup,
                      draws=args.draws, thin=args.thin, seed=args.seed, prior_options=_prior_options(args),
                      progress=not args.quiet)
-    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     plot_sbc(result, plot)
     if args.json:
         print(json.dumps({"n_datasets": int(result.dataset.size), "seconds": float(result.seconds.sum()),
@@ -257,12 +361,14 @@ def _cmd_sbc(args) -> int:
 
 def _cmd_report(args) -> int:
     from bigmali.diagnostics.report import write_comparison, write_report
+    from bigmali.files import check_output_dir
 
     if (args.run is None) == (args.compare is None):
         raise ValueError("give one run (bigmali report run.nc -o DIR) or --compare with two or more runs")
+    if args.compare is not None and len(args.compare) < 2:
+        raise ValueError("--compare needs at least two runs")
+    check_output_dir(args.out, flag="--out")
     if args.compare is not None:
-        if len(args.compare) < 2:
-            raise ValueError("--compare needs at least two runs")
         out = write_comparison(args.compare, args.out, truth=args.truth, ppc_draws=args.ppc_draws)
     else:
         from bigmali.inference import load_run
@@ -276,20 +382,22 @@ def _cmd_report(args) -> int:
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference")
-    group.add_argument("--chains", type=int, default=4)
-    group.add_argument("--draws", type=int, default=1000)
-    group.add_argument("--warmup", type=int, default=1000)
-    group.add_argument("--target-accept", type=float, default=None,
-                       help="NUTS target acceptance (default 0.65 for collapsed, 0.8 for the latent models)")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--chains", type=COUNT, default=4)
+    group.add_argument("--draws", type=COUNT, default=1000)
+    group.add_argument("--warmup", type=NONNEGATIVE, default=1000)
+    group.add_argument("--target-accept", type=FRACTION, default=None,
+                       help="NUTS target acceptance in (0, 1) (default 0.65 for collapsed, 0.8 for the latent models)")
+    group.add_argument("--seed", type=SEED, default=0)
     group.add_argument("--guide", choices=("mvn", "normal", "lowrank"), default="mvn", help="SVI guide")
-    group.add_argument("--steps", type=int, default=3000, help="SVI steps")
-    group.add_argument("--learning-rate", type=float, default=0.01, help="SVI Adam learning rate")
-    group.add_argument("--mass-draws", type=int, default=20, help="posterior draws with per-halo masses (0: none; about 1-3 s each at 10^5 halos)")
+    group.add_argument("--steps", type=COUNT, default=3000, help="SVI steps")
+    group.add_argument("--learning-rate", type=POSITIVE, default=0.01, help="SVI Adam learning rate")
+    group.add_argument("--mass-draws", type=NONNEGATIVE, default=20,
+                       help="posterior draws with per-halo masses (0: none; about 1-3 s each at 10^5 halos)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing --out file (once the new one is complete)")
     group = parser.add_argument_group("importance sampling (is_prior, is_proposal, pmmh, nuts_is)")
-    group.add_argument("--is-samples", type=int, default=100, metavar="N", help="importance samples per halo (default 100)")
-    group.add_argument("--n-hyper", type=int, default=None, metavar="K",
+    group.add_argument("--is-samples", type=COUNT, default=100, metavar="N", help="importance samples per halo (default 100)")
+    group.add_argument("--n-hyper", type=COUNT, default=None, metavar="K",
                        help="hyper-samples (default 10000 for is_prior, 4000 for is_proposal)")
     group.add_argument("--no-is-clip", action="store_true", help="do not clip proposed masses into the table (2017 clipped)")
     group.add_argument("--is-likelihood", choices=("is", "exact"), default="is",
@@ -302,10 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="draw a mock lightcone catalog")
     sim.add_argument("--out", required=True, metavar="FILE", help="output catalog (.fits, .ecsv, .csv, .txt)")
-    sim.add_argument("--field-arcmin", type=float, default=40.0, help="side of the square field (default 40)")
-    sim.add_argument("--n-halos", type=int, default=None, help="exactly this many halos (default: Poisson)")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--hyper", default=None, metavar="alpha1=..,alpha2=..,alpha4=..,S=..",
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    sim.add_argument("--field-arcmin", type=POSITIVE, default=40.0, help="side of the square field (default 40)")
+    sim.add_argument("--n-halos", type=COUNT, default=None, help="exactly this many halos (default: Poisson)")
+    sim.add_argument("--seed", type=SEED, default=0)
+    sim.add_argument("--hyper", type=_hyper, default=None, metavar="alpha1=..,alpha2=..,alpha4=..,S=..",
                      help="hyperparameters (unnamed ones keep the 2017 hyperseed)")
     sim.add_argument("--redshifts-from", default=None, metavar="CATALOG",
                      help="take redshifts (and ra, dec) from this catalog instead of drawing a lightcone")
@@ -343,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog")
     summ.add_argument("--json", action="store_true", help="print the summary as one JSON object (NaN as null)")
     summ.add_argument("--no-ppc", action="store_true", help="skip the posterior predictive check")
-    summ.add_argument("--ppc-draws", type=int, default=200, help="replicated catalogs for the PPC (default 200)")
+    summ.add_argument("--ppc-draws", type=COUNT, default=200, help="replicated catalogs for the PPC (default 200)")
+    summ.add_argument("--force", action="store_true", help="use prior flags that contradict the run's recorded prior")
     add_prior_arguments(summ)
     summ.set_defaults(func=_cmd_summary)
 
@@ -358,29 +468,31 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("run", metavar="run.nc")
     mm.add_argument("catalog", metavar="CATALOG", help="the catalog the run was fitted to (with ra, dec for maps)")
     mm.add_argument("-o", "--out", required=True, metavar="DIR")
-    mm.add_argument("--pixels", type=int, default=64, help="pixels per side of the RA/Dec grid (default 64)")
-    mm.add_argument("--field", default=None, metavar="RA,DEC,WIDTH",
+    mm.add_argument("--pixels", type=COUNT, default=64, help="pixels per side of the RA/Dec grid (default 64)")
+    mm.add_argument("--field", type=_field, default=None, metavar="RA,DEC,WIDTH",
                     help="map a square field (degrees) instead of the catalog's extent")
-    mm.add_argument("--zbins", default=None, metavar="z0,z1,...", help="redshift slice edges (default: one slice)")
-    mm.add_argument("--draws", type=int, default=1000, help="hyperposterior draws, one realisation each (default 1000)")
-    mm.add_argument("--keep", type=int, default=100, help="realisations kept in halo_masses.fits (default 100)")
-    mm.add_argument("--seed", type=int, default=0)
+    mm.add_argument("--zbins", type=_z_edges, default=None, metavar="z0,z1,...", help="redshift slice edges (default: one slice)")
+    mm.add_argument("--draws", type=_integer(2), default=1000, help="hyperposterior draws, one realisation each (default 1000)")
+    mm.add_argument("--keep", type=NONNEGATIVE, default=100, help="realisations kept in halo_masses.fits (default 100)")
+    mm.add_argument("--seed", type=SEED, default=0)
+    mm.add_argument("--force", action="store_true",
+                    help="go on (with a warning) when the catalog or prior differ from the run's recorded fingerprint")
     mm.add_argument("--quiet", action="store_true")
     add_prior_arguments(mm)
     mm.set_defaults(func=_cmd_massmap)
 
     sbc = sub.add_parser("sbc", help="simulation-based calibration: fit mocks drawn from the hyperprior, test rank uniformity")
-    sbc.add_argument("--n-datasets", type=int, required=True, metavar="K", help="mocks to fit")
-    sbc.add_argument("--n-halos", type=int, required=True, metavar="N", help="halos per mock")
+    sbc.add_argument("--n-datasets", type=COUNT, required=True, metavar="K", help="mocks to fit")
+    sbc.add_argument("--n-halos", type=COUNT, required=True, metavar="N", help="halos per mock")
     sbc.add_argument("--out", required=True, metavar="FILE.jsonl",
                      help="results, appended as each dataset finishes; an existing file is resumed")
     sbc.add_argument("--model", choices=("collapsed", "latent_mass", "full"), default="collapsed")
     sbc.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs", "is_prior", "is_proposal", "pmmh", "nuts_is"),
                      default="nuts")
-    sbc.add_argument("--warmup", type=int, default=300)
-    sbc.add_argument("--draws", type=int, default=400)
-    sbc.add_argument("--thin", type=int, default=4, help="rank each truth among every THIN-th draw (default 4)")
-    sbc.add_argument("--seed", type=int, default=0)
+    sbc.add_argument("--warmup", type=NONNEGATIVE, default=300)
+    sbc.add_argument("--draws", type=COUNT, default=400)
+    sbc.add_argument("--thin", type=COUNT, default=4, help="rank each truth among every THIN-th draw (default 4)")
+    sbc.add_argument("--seed", type=SEED, default=0)
     sbc.add_argument("--plot", default=None, metavar="FILE.png", help="ECDF-difference plot (default: FILE with .png)")
     sbc.add_argument("--json", action="store_true", help="print the uniformity tests as JSON")
     sbc.add_argument("--quiet", action="store_true")
@@ -393,12 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/report.html and the PNGs")
     rep.add_argument("--truth", default=None, metavar="hyperseed|FILE",
                      help="draw and score this truth (default: what the run's mock recorded)")
-    rep.add_argument("--ppc-draws", type=int, default=200, help="replicated catalogs for the PPC (default 200)")
+    rep.add_argument("--ppc-draws", type=COUNT, default=200, help="replicated catalogs for the PPC (default 200)")
+    rep.add_argument("--force", action="store_true", help="use prior flags that contradict the run's recorded prior")
     add_prior_arguments(rep)
     rep.set_defaults(func=_cmd_report)
 
     demo = sub.add_parser("demo", help="simulate the 2017-sized mock, fit it with collapsed NUTS, show the recovery")
-    demo.add_argument("--n-halos", type=int, default=None, help="default 115919, the 2017 count")
+    demo.add_argument("--n-halos", type=COUNT, default=None, help="default 115919, the 2017 count")
     demo.add_argument("--out", default=None, metavar="run.nc")
     demo.add_argument("--json", action="store_true")
     _add_fit_arguments(demo)
@@ -407,13 +520,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _terminate(signum, frame):
+    # SIGTERM's default kills the process where it stands; as an exception it unwinds, and
+    # every atomic write in progress removes its temporary file (the target is untouched).
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
+    """Run one command; a clear one-line error (exit 1) for bad input and failed file access.
+    Unexpected exceptions keep their traceback."""
+    import threading
+
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except ValueError as exc:
         print(f"bigmali {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        where = f": {exc.filename!r}" if exc.filename else ""
+        print(f"bigmali {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bigmali {args.command}: interrupted; no output was left half-written", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = show
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

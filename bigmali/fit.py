@@ -16,7 +16,7 @@ from bigmali.catalog import Catalog
 from bigmali.inference import nuts as nuts_engine
 from bigmali.inference import svi as svi_engine
 from bigmali.inference.results import attr_json, build_datatree
-from bigmali.mass_prior import MassPrior, load_mass_prior
+from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.models import LATENT_SITES, MODELS, collapsed
 from bigmali.models.common import HYPER_SITES
 from bigmali.models.quadrature import QuadratureConfig, log_likelihood_halos
@@ -146,6 +146,18 @@ def _prior_draws(seed: int, n: int = 1000) -> dict:
     return {name: np.asarray(v) for name, v in draws._asdict().items()}
 
 
+def _check_counts(**counts) -> None:
+    """Refuse, before any work, a count that is not an integer or is below its least value."""
+    for name, (value, least) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} = {value!r}: must be an integer >= {least}")
+
+
+def fingerprint(catalog: Catalog, prior: MassPrior) -> dict:
+    """What binds a run to its data: the catalog's and the prior's SHA-256 and the halo count."""
+    return {"n_halos": len(catalog), "catalog_sha256": catalog.fingerprint(), "prior_sha256": prior_fingerprint(prior)}
+
+
 def fit(
     catalog: Catalog,
     model: str = "collapsed",
@@ -209,6 +221,8 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+    _check_counts(chains=(chains, 1), draws=(draws, 1), warmup=(warmup, 0), steps=(steps, 1), svi_draws=(svi_draws, 1),
+                  mass_draws=(mass_draws, 0))
     # The options are recorded only when they describe the prior used (extend rebuilds it).
     options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})} if prior is None or prior_options else None
     if prior is None:
@@ -265,6 +279,7 @@ def fit(
         "config": run_config,
         "prior_options": options,
         "prior_description": prior.description,
+        "fingerprint": fingerprint(catalog, prior),
         "bigmali_version": _version,
     }
     if weights is not None:
@@ -292,15 +307,16 @@ def extend(run, catalog: Catalog, draws: int = 1000, *, prior: MassPrior | None 
     The mass prior is rebuilt from the options the run recorded; a run fitted with a prior
     object of the caller's own needs that prior passed again.
     """
+    from bigmali.inference.results import check_run_data
+
     if run.attrs.get("method") != "nuts" or "sampler_state" not in run.children:
         raise ValueError("only a NUTS run with a saved sampler state can be extended")
-    if len(catalog) != int(run.attrs["n_halos"]) or not np.array_equal(catalog.lum_obs, np.asarray(run["observed_data"]["lum_obs"])):
-        raise ValueError("the catalog is not the one this run was fitted to")
     if prior is None:
         options = attr_json(run, "prior_options")
         if options is None:
             raise ValueError("this run was fitted with a caller's own mass prior: pass it as prior=")
         prior = load_mass_prior(**options)
+    check_run_data(run, catalog, prior)
     config = attr_json(run, "config")
     start = time.perf_counter()
     model_fn, args = _model_inputs(run.attrs["model"], catalog, prior)

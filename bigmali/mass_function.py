@@ -171,9 +171,10 @@ def write_table(table: MassFunctionTable, path) -> None:
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    t.write(tmp, format="ascii.ecsv", overwrite=True)
-    os.replace(tmp, path)
+    from bigmali.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        t.write(tmp, format="ascii.ecsv", overwrite=True)
 
 
 def read_table(path) -> MassFunctionTable:

@@ -49,6 +49,7 @@ __all__ = [
     "cdf_mass",
     "log_prob_ln_mass",
     "sample_ln_mass",
+    "prior_fingerprint",
 ]
 
 H_2017 = 0.73
@@ -112,6 +113,18 @@ class MassPrior:
     def sample(self, key, z):
         """One ln M draw per redshift; see :func:`sample_ln_mass`."""
         return sample_ln_mass(self, key, z)
+
+
+def prior_fingerprint(prior: MassPrior) -> str:
+    """SHA-256 of what the prior is: its table redshifts, mass knots, densities and
+    redshift interpolation. Two priors with the same fingerprint give the same numbers,
+    whichever options or files built them. A run records it (see ``bigmali.fit``)."""
+    import hashlib
+
+    digest = hashlib.sha256(prior.z_interp.encode())
+    for values in (prior.z_grid, prior.mass, prior.density):
+        digest.update(np.ascontiguousarray(np.asarray(values), dtype="<f8").tobytes())
+    return digest.hexdigest()
 
 
 def _with_background(mass: np.ndarray, density: np.ndarray, background: float | None):

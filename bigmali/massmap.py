@@ -181,12 +181,15 @@ def _quantile_from_histogram(counts: np.ndarray, edges: np.ndarray, q: float) ->
 
 
 def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 1000, grid: PixelGrid | None = None,
-                   n_pixels: int = 64, z_edges=None, keep: int = 100, seed: int = 0, progress: bool = True):
+                   n_pixels: int = 64, z_edges=None, keep: int = 100, seed: int = 0, progress: bool = True,
+                   force: bool = False):
     """Per-halo mass posteriors and mass maps from ``n_draws`` hyperposterior draws of ``run``.
 
     Returns ``(HaloMassPosterior, MassMaps or None, kept ln M realisations (keep, n_halos))``;
-    maps need the catalog's ``ra`` and ``dec``.
+    maps need the catalog's ``ra`` and ``dec``. The catalog and prior must be the run's own
+    (:func:`~bigmali.inference.results.check_run_data`; ``force=True`` only warns).
     """
+    from bigmali.inference.results import check_run_data
     from bigmali.inference.importance import progress_bar
     from bigmali.models.collapsed import sample_conditional_ln_mass
     from bigmali.models.common import tabulated_ln_mass_range
@@ -194,6 +197,7 @@ def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 10
 
     if n_draws < 2:
         raise ValueError(f"n_draws = {n_draws}: need at least 2 realisations for a spread")
+    check_run_data(run, catalog, prior, force=force)
     hypers = select_hypers(run, n_draws, seed)
     n = len(catalog)
     low, high = (float(v) for v in tabulated_ln_mass_range(prior))
@@ -313,6 +317,8 @@ def write_massmap(out_dir, posterior: HaloMassPosterior, maps: MassMaps | None, 
     from astropy.io import fits
     from astropy.table import Table
 
+    from bigmali.files import atomic_path, atomic_write_text
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = Table({
@@ -327,7 +333,8 @@ def write_massmap(out_dir, posterior: HaloMassPosterior, maps: MassMaps | None, 
         if values is not None:
             table[name if name != "mass" else "mass_true"] = values
     table.meta["COMMENT"] = "bigmali per-halo mass posteriors; ln_mass_realisations are joint draws (one column per draw)"
-    table.write(out / "halo_masses.fits", overwrite=True)
+    with atomic_path(out / "halo_masses.fits") as tmp:
+        table.write(tmp, format="fits", overwrite=True)
     if maps is not None:
         header = maps.grid.wcs().to_header()
         for name, image in (("mean", maps.mean), ("std", maps.std), ("snr", maps.snr), ("truth", maps.truth)):
@@ -339,9 +346,10 @@ def write_massmap(out_dir, posterior: HaloMassPosterior, maps: MassMaps | None, 
                 h["BUNIT"] = "Msun" if name != "snr" else ""
                 h["ZLO"], h["ZHI"] = float(maps.z_edges[k]), float(min(maps.z_edges[k + 1], 1e30))
                 hdus.append(fits.ImageHDU(image[k].astype(np.float32), header=h, name=f"ZBIN{k}"))
-            fits.HDUList(hdus).writeto(out / f"massmap_{name}.fits", overwrite=True)
+            with atomic_path(out / f"massmap_{name}.fits") as tmp:
+                fits.HDUList(hdus).writeto(tmp, overwrite=True)
         _plot_maps(maps, out / "massmap.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return out
 
 
@@ -350,6 +358,8 @@ def _plot_maps(maps: MassMaps, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from bigmali.plotting import save_figure
 
     panels = [("posterior mean", maps.mean), ("posterior std", maps.std), ("signal / noise", maps.snr)]
     if maps.truth is not None:
@@ -376,12 +386,11 @@ def _plot_maps(maps: MassMaps, path: Path) -> None:
             ax.coords[0].set_axislabel("RA")
             ax.coords[1].set_axislabel("Dec")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def massmap(run, catalog: Catalog, prior: MassPrior, out_dir, *, n_draws: int = 1000, n_pixels: int = 64, z_edges=None,
-            grid: PixelGrid | None = None, keep: int = 100, seed: int = 0, progress: bool = True) -> dict:
+            grid: PixelGrid | None = None, keep: int = 100, seed: int = 0, progress: bool = True, force: bool = False) -> dict:
     """The whole pipeline: posteriors, maps, accuracy (for mocks), files. Returns the summary.
 
     The grid covers the catalog unless ``grid`` (e.g. :meth:`PixelGrid.field`) is given;
@@ -389,7 +398,7 @@ def massmap(run, catalog: Catalog, prior: MassPrior, out_dir, *, n_draws: int = 
     """
     start = time.perf_counter()
     posterior, maps, kept = mass_posterior(run, catalog, prior, n_draws=n_draws, grid=grid, n_pixels=n_pixels,
-                                           z_edges=z_edges, keep=keep, seed=seed, progress=progress)
+                                           z_edges=z_edges, keep=keep, seed=seed, progress=progress, force=force)
     summary = {"n_halos": len(catalog), "n_draws": n_draws, "pixels": n_pixels if grid is None else grid.n_pixels,
                "z_edges": None if maps is None else [float(v) for v in maps.z_edges]}
     summary.update(accuracy(posterior, maps, catalog, prior, run))

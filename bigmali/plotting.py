@@ -33,8 +33,18 @@ def plot_mass_prior(prior: MassPrior, path) -> Path:
     ax.set_ylabel(r"$M\,P(M\mid z)$ (per unit $\ln M$)")
     ax.set_title(f"Mass prior: {prior.description}", fontsize=9)
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="table redshift z")
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig, path, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure atomically (the format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    from bigmali.files import atomic_path
+
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_kwargs)
     plt.close(fig)
     return path
 

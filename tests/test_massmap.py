@@ -120,9 +120,22 @@ def test_cli_massmap_and_its_errors(mock, run, tmp_path, capsys):
                      "--keep", "5", "--quiet", "--field", f"{float(np.median(mock.ra))},{float(np.median(mock.dec))},0.2"]) == 0
     assert "coverage_68" in json.loads((out / "summary.json").read_text())
     capsys.readouterr()
-    assert cli.main(["massmap", str(run_path), str(cat_path), "-o", str(out), "--zbins", "1,0.5", "--quiet"]) == 1
-    assert "--zbins '1,0.5'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused when parsed, before any work
+        cli.main(["massmap", str(run_path), str(cat_path), "-o", str(out), "--zbins", "1,0.5", "--quiet"])
+    assert exit_.value.code == 2 and "argument --zbins: '1,0.5'" in capsys.readouterr().err
     small = tmp_path / "small.fits"
     bigmali.write_catalog(bigmali.simulate(n_halos=50, seed=1), small)
     assert cli.main(["massmap", str(run_path), str(small), "-o", str(out), "--quiet"]) == 1
-    assert "has 50 halos; the run was fitted to 2000" in capsys.readouterr().err
+    assert "the run was fitted to 2000 halos, the catalog has 50" in capsys.readouterr().err
+    # The same number of halos but other luminosities: refused, naming the column and the first row.
+    other = bigmali.Catalog.from_arrays(z=mock.z, lum_obs=mock.lum_obs * np.where(np.arange(len(mock)) == 7, 2.0, 1.0),
+                                        ra=mock.ra, dec=mock.dec)
+    bigmali.write_catalog(other, tmp_path / "other.fits")
+    assert cli.main(["massmap", str(run_path), str(tmp_path / "other.fits"), "-o", str(tmp_path / "m2"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "column 'lum_obs' differs in 1 of 2000 rows, first at row 7" in err and "--force" in err
+    assert not (tmp_path / "m2").exists()
+    # --force goes on with a warning.
+    assert cli.main(["massmap", str(run_path), str(tmp_path / "other.fits"), "-o", str(tmp_path / "m2"), "--quiet",
+                     "--pixels", "4", "--draws", "5", "--keep", "2", "--force"]) == 0
+    assert "warning: the catalog and prior are not those the run was fitted to" in capsys.readouterr().err

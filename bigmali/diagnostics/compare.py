@@ -83,7 +83,6 @@ def plot_comparison(runs, path, labels=None, truth: dict | None = None) -> Path:
         ax.set_yticks([])
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from bigmali.plotting import save_figure
+
+    return save_figure(fig, path, dpi=110)

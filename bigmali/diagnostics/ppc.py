@@ -178,9 +178,8 @@ def plot_ppc(ppc: Ppc, path, n_draws: int = 50, max_bins: int = 8):
 
     matplotlib.use("Agg")
     import arviz_plots as azp
-    import matplotlib.pyplot as plt
 
-    from bigmali.plotting import figure_of
+    from bigmali.plotting import figure_of, save_figure
 
     n_draws = min(n_draws, ppc.replicates.shape[0])
     dt = ppc_datatree(ppc, n_draws, max_bins)
@@ -189,6 +188,4 @@ def plot_ppc(ppc: Ppc, path, n_draws: int = 50, max_bins: int = 8):
     fig = figure_of(pc)
     fig.suptitle(f"Posterior predictive ln L_obs per redshift bin: catalog (dark) and {n_draws} replicates; "
                  f"catalog-wide p = {ppc.p_value:.3f}", y=1.02)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100, bbox_inches="tight")

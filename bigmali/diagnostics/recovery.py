@@ -63,7 +63,7 @@ def _weighted_entry(draws, w, weight_ess: float) -> dict:
     return {"mean": mean, "sd": sd, "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
 
 
-def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200) -> dict:
+def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200, influence: bool = True) -> dict:
     """The recovery summary of a run as a plain dict (the CLI's ``--json`` object).
 
     Per hyperparameter: mean, sd, R-hat, bulk/tail ESS and, given a truth, the truth's
@@ -72,7 +72,10 @@ def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 
     :func:`~bigmali.diagnostics.convergence.convergence`. With ``ppc=True`` the posterior
     predictive check of the luminosity distribution adds ``"ppc_p_value"`` and
     ``"ppc_p_value_by_bin"`` (the run's mass prior is rebuilt from its recorded options
-    unless ``prior`` is given).
+    unless ``prior`` is given). With ``influence=True`` (the default) and a
+    ``log_likelihood`` group, ``"influence"`` names the halos that dominate the fit
+    (:func:`~bigmali.diagnostics.influence.influential_halos`; its ``"warning"`` is None
+    when none does).
 
     For weighted draws (the importance-sampling methods) the mean, sd, quantile and HDIs
     are weighted, R-hat is NaN, the ESS is the weights' ESS, and a ``"weights"`` entry
@@ -136,6 +139,10 @@ def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 
 
     checks = convergence(run)
     result["convergence"] = {"passed": checks["passed"], "checks": checks["checks"]}
+    if influence and "log_likelihood" in run.children:
+        from bigmali.diagnostics.influence import influential_halos
+
+        result["influence"] = influential_halos(run)
     if ppc:
         from bigmali.diagnostics.ppc import posterior_predictive_check
 
@@ -165,6 +172,10 @@ def format_summary(result: dict) -> str:
     if "convergence" in result:
         failed = [c["name"] for c in result["convergence"]["checks"] if not c["passed"]]
         lines.append("convergence checks: " + ("all passed" if not failed else "FAILED: " + ", ".join(failed)))
+    if "influence" in result:
+        from bigmali.diagnostics.influence import format_influence
+
+        lines.append(format_influence(result["influence"]))
     if result.get("ppc_p_value") is not None:
         by_bin = result["ppc_p_value_by_bin"]
         lines.append(f"posterior predictive check of L_obs: p = {result['ppc_p_value']:.3f}; per redshift bin "

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bigmali.files import atomic_write_text
 from bigmali.relation import HYPER_NAMES
 
 __all__ = ["write_report", "write_comparison"]
@@ -81,11 +82,10 @@ class _Page:
         self.parts.append(text)
 
     def figure(self, fig, name: str, caption: str, dpi: int = 90) -> None:
-        import matplotlib.pyplot as plt
 
-        path = self.out_dir / f"{name}.png"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
-        plt.close(fig)
+        from bigmali.plotting import save_figure
+
+        path = save_figure(fig, self.out_dir / f"{name}.png", dpi=dpi, bbox_inches="tight", facecolor="white")
         self.images.append(path)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         self.add(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
@@ -93,7 +93,7 @@ class _Page:
 
     def write(self, name: str = "report.html") -> Path:
         path = self.out_dir / name
-        path.write_text(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+        atomic_write_text(path, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
                         f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
                         + "\n".join(self.parts) + "\n</body></html>\n")
         return path
@@ -145,6 +145,24 @@ def _recovery_section(page: _Page, result: dict) -> None:
             row += [_fmt(p["truth"], 6), _fmt(p["quantile"], 3), _fmt(p["z_score"], 3), _fmt(p["in_hdi_68"]), _fmt(p["in_hdi_95"])]
         rows.append(row)
     page.add("<h2>Posterior and recovery of the truth</h2>" + _table(header, rows))
+
+
+def _influence_section(page: _Page, influence: dict) -> None:
+    from bigmali.diagnostics.influence import CANDIDATES
+
+    if influence["warning"]:
+        verdict = f'<p class="note"><span class="fail">WARNING</span> {html.escape(influence["warning"])}</p>'
+    else:
+        verdict = '<p><span class="pass">No halo dominates the fit.</span></p>'
+    rows = [[str(e["halo"]), _fmt(e["z"], 4), _fmt(e["lum_obs"], 5)] + [_fmt(e["shift_sd"][name], 3) for name in HYPER_NAMES]
+            + [_fmt(e["max_shift_sd"], 3), _fmt(e["pareto_k"], 3)] for e in influence["largest"]]
+    page.add("<h2>Halos that dominate the fit</h2>" + verdict
+             + f"<p>The change in each hyperparameter's posterior mean, in posterior sds, when one halo is left out "
+             f"(ArviZ <code>loo_influence</code>, PSIS), for the {influence['evaluated']} of {influence['n_halos']} halos "
+             f"with the largest first-order shift (at most {CANDIDATES}). A halo is flagged at &ge; "
+             f"{influence['threshold_sd']:g} sd, or &ge; {influence['threshold_sd_high_k']:g} sd where k&#770; &gt; 0.7 "
+             "(its shift is then a lower bound). The halos that move the posterior most:</p>"
+             + _table(["halo", "z", "L_obs"] + [f"shift of {name}" for name in HYPER_NAMES] + ["largest", "k-hat"], rows))
 
 
 def _convergence_section(page: _Page, conv: dict) -> None:
@@ -255,6 +273,8 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
              f"mass prior: {html.escape(str(run.attrs.get('prior_description', 'unknown')))}; settings: "
              f"{html.escape(json.dumps(config))}; bigmali {html.escape(str(run.attrs.get('bigmali_version', '?')))}.</p>")
     _recovery_section(page, result)
+    if "influence" in result:
+        _influence_section(page, result["influence"])
     _convergence_section(page, conv)
     if weighted:
         _weights_section(page, run, result)
@@ -283,7 +303,7 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     seconds = time.perf_counter() - start
     page.add(f'<p class="meta">Report written in {seconds:.1f} s.</p>')
     path = page.write()
-    (out_dir / "summary.json").write_text(json.dumps(result, default=float, indent=1))
+    atomic_write_text(out_dir / "summary.json", json.dumps(result, default=float, indent=1))
     return {"html": path, "images": page.images, "seconds": seconds}
 
 

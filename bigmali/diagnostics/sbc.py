@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats
 
 from bigmali import lightcone
+from bigmali.files import atomic_write_text
 from bigmali.mass_prior import MassPrior, load_mass_prior
 from bigmali.relation import HYPER_NAMES, Hyper, sample_hyperprior
 
@@ -282,10 +283,10 @@ def run_sbc(out, n_datasets: int, n_halos: int, *, model: str = "collapsed", met
                              "use another --out file or the same settings")
         if not path.read_text().endswith("\n"):  # drop a line cut short by an interruption
             text = path.read_text()
-            path.write_text(text[: text.rfind("\n") + 1])
+            atomic_write_text(path, text[: text.rfind("\n") + 1])
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"format": FORMAT, "settings": _settings_dict(settings)}) + "\n")
+        atomic_write_text(path, json.dumps({"format": FORMAT, "settings": _settings_dict(settings)}) + "\n")
     done = {r["dataset"] for r in rows}
     todo = [d for d in range(n_datasets) if d not in done]
     if todo:
@@ -349,10 +350,9 @@ def plot_sbc(result: SbcResult, path, band_prob: float = 0.99) -> Path:
 
     matplotlib.use("Agg")
     import arviz_plots as azp
-    import matplotlib.pyplot as plt
     from arviz_stats.ecdf_utils import ecdf_pit
 
-    from bigmali.plotting import figure_of
+    from bigmali.plotting import figure_of, save_figure
 
     n = result.dataset.size
     pc = azp.plot_ecdf_pit(result.to_datatree(), group="prior_sbc", backend="matplotlib", col_wrap=4,
@@ -365,7 +365,4 @@ def plot_sbc(result: SbcResult, path, band_prob: float = 0.99) -> Path:
     fig.axes[0].legend(loc="lower left", fontsize=8)
     s = result.settings
     fig.suptitle(f"SBC: {n} datasets of {s.n_halos} halos ({s.model}/{s.method}); ECDF of the PIT minus uniform", y=1.04)
-    path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")

@@ -19,7 +19,8 @@ import xarray as xr
 
 from bigmali.relation import HYPER_NAMES
 
-__all__ = ["build_datatree", "save_run", "load_run", "attr_json", "draws_and_weights", "select_hypers", "run_catalog", "run_prior"]
+__all__ = ["build_datatree", "save_run", "load_run", "attr_json", "draws_and_weights", "select_hypers", "run_catalog", "run_prior",
+           "check_run_data"]
 
 
 def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws: dict | None, attrs: dict,
@@ -66,17 +67,31 @@ def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws:
 
 
 def save_run(tree: xr.DataTree, path) -> Path:
-    """Write a run to netCDF (one file, every group)."""
+    """Write a run to netCDF (one file, every group), atomically: an existing file at ``path``
+    is replaced only once the new one is complete (see :mod:`bigmali.files`)."""
+    from bigmali.files import atomic_path
+
     path = Path(path)
-    tree.to_netcdf(path)
+    with atomic_path(path) as tmp:
+        tree.to_netcdf(tmp, engine="h5netcdf")
     return path
+
+
+_NETCDF_MAGIC = (b"\x89HDF\r\n\x1a\n", b"CDF\x01", b"CDF\x02", b"CDF\x05")
 
 
 def load_run(path) -> xr.DataTree:
     """Read a run written by :func:`save_run`, fully into memory."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot read run {str(path)!r}: it is a directory, not a run file")
     if not path.is_file():
         raise ValueError(f"cannot read run {str(path)!r}: no such file")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head.startswith(_NETCDF_MAGIC):
+        raise ValueError(f"cannot read run {str(path)!r}: it is not a netCDF file (a run is what "
+                         "`bigmali fit --out run.nc` or bigmali.save_run writes)")
     try:
         with xr.open_datatree(path) as tree:
             return tree.load()
@@ -147,3 +162,49 @@ def run_prior(run, prior=None):
     from bigmali.mass_prior import load_mass_prior
 
     return load_mass_prior(**options)
+
+
+def _first_difference(name: str, run_values: np.ndarray, values: np.ndarray) -> str | None:
+    differ = np.flatnonzero(run_values != values)
+    if not differ.size:
+        return None
+    row = int(differ[0])
+    return (f"column {name!r} differs in {differ.size} of {values.size} rows, first at row {row} "
+            f"(run {run_values[row]!r}, catalog {values[row]!r})")
+
+
+def check_run_data(run, catalog, prior=None, *, force: bool = False) -> list[str]:
+    """Check that ``catalog`` (and ``prior``, if given) are the ones ``run`` was fitted to.
+
+    The run's recorded fingerprint (SHA-256 of the catalog's ``z`` and ``lum_obs`` and of the
+    prior's tables, see :func:`bigmali.fit.fingerprint`) is compared with theirs; where they
+    differ, the run's own copy of the data says which column and row. Runs saved before
+    fingerprints existed are checked against that copy alone. Raises ``ValueError`` saying
+    what differs, or with ``force=True`` warns and returns the differences.
+    """
+    import warnings
+
+    from bigmali.mass_prior import prior_fingerprint
+
+    recorded = attr_json(run, "fingerprint") or {}
+    problems = []
+    n_run = int(run.attrs.get("n_halos", run["observed_data"]["lum_obs"].size))
+    if len(catalog) != n_run:
+        problems.append(f"the run was fitted to {n_run} halos, the catalog has {len(catalog)}")
+    elif recorded.get("catalog_sha256") != catalog.fingerprint():
+        for name, run_values, values in (("z", run["constant_data"]["z"], catalog.z),
+                                         ("lum_obs", run["observed_data"]["lum_obs"], catalog.lum_obs)):
+            difference = _first_difference(name, np.asarray(run_values, dtype=np.float64), values)
+            if difference:
+                problems.append(difference)
+        if not problems and recorded.get("catalog_sha256"):
+            problems.append("the catalog's z and lum_obs do not match the fingerprint the run recorded")
+    if prior is not None and recorded.get("prior_sha256") and recorded["prior_sha256"] != prior_fingerprint(prior):
+        problems.append(f"the mass prior differs from the run's (run: {run.attrs.get('prior_description', 'unknown')}; "
+                        f"given: {prior.description})")
+    if problems:
+        message = "the catalog and prior are not those the run was fitted to: " + "; ".join(problems)
+        if not force:
+            raise ValueError(message + " (--force / force=True goes on anyway)")
+        warnings.warn(message + "; going on because of force", stacklevel=2)
+    return problems
