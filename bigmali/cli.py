@@ -242,7 +242,7 @@ _PRIOR_FLAGS = {"source": "--mass-prior", "hmf_model": "--hmf-model", "cosmology
                 "mass_convention": "--mass-convention", "z_interp": "--z-interp", "density_per": "--prior-density-per"}
 
 
-def _run_prior(run, args):
+def _run_prior(run, args, build: bool = True):
     """The prior flags' mass prior for a run that did not record its options; None (the
     recorded prior) otherwise. Prior flags that contradict the recorded options are an
     error, or with ``--force`` a warning and the flags' prior."""
@@ -251,7 +251,7 @@ def _run_prior(run, args):
 
     recorded = attr_json(run, "prior_options")
     if not recorded:
-        return prior_from_args(args)
+        return prior_from_args(args) if build else None
     given = _prior_options(args)
     differ = [k for k in given if given[k] != recorded.get(k)]
     if given == DEFAULT_PRIOR_OPTIONS or not differ:
@@ -261,7 +261,7 @@ def _run_prior(run, args):
     if not getattr(args, "force", False):
         raise ValueError(message + " (leave the prior flags out to use the run's prior, or --force to override)")
     warnings.warn(message + "; using the given prior because of --force", stacklevel=2)
-    return prior_from_args(args)
+    return prior_from_args(args) if build else None
 
 
 def _cmd_summary(args) -> int:
@@ -269,7 +269,7 @@ def _cmd_summary(args) -> int:
 
     run = load_run(args.run)
     ppc = not args.no_ppc
-    _print_summary(run, args.truth, args.json, ppc=ppc, prior=_run_prior(run, args) if ppc else None,
+    _print_summary(run, args.truth, args.json, ppc=ppc, prior=_run_prior(run, args, build=ppc),
                    ppc_draws=args.ppc_draws)
     return 0
 
