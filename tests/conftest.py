@@ -25,3 +25,14 @@ def small_mock(prior):
 def nuts_run(small_mock, prior):
     """Collapsed NUTS, 2 x (200 + 200), with per-halo masses at 4 draws and the log_likelihood group."""
     return bigmali.fit(small_mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=4, seed=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """JAX keeps every executable it compiles; after each test file, drop them. One process
+    running the whole suite segfaulted in XLA inside the SBC tests once the fault tests'
+    fits were added (the same memory exhaustion SBC itself guards against)."""
+    yield
+    import jax
+
+    jax.clear_caches()
