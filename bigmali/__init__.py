@@ -24,6 +24,10 @@ from bigmali.diagnostics.loo import halo_loo  # noqa: E402
 from bigmali.diagnostics.ppc import posterior_predictive_check  # noqa: E402
 from bigmali.diagnostics.report import write_comparison, write_report  # noqa: E402
 from bigmali.diagnostics.sbc import read_sbc, run_sbc  # noqa: E402
+from bigmali.runs_2017 import read_2017_run  # noqa: E402
+from bigmali.inference.evidence import log_evidence  # noqa: E402
+from bigmali.diagnostics.conflict import prior_data_conflict  # noqa: E402
+from bigmali.diagnostics.model_comparison import compare_priors  # noqa: E402
 
 __all__ = [
     "Catalog",
@@ -53,4 +57,8 @@ __all__ = [
     "write_comparison",
     "run_sbc",
     "read_sbc",
+    "read_2017_run",
+    "log_evidence",
+    "prior_data_conflict",
+    "compare_priors",
 ]

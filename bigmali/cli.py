@@ -94,8 +94,10 @@ def _hyper(text: str):
 def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
     """The mass-prior flags shared by every command that uses the prior."""
     group = parser.add_argument_group("mass prior")
-    group.add_argument("--mass-prior", default="tinker10", metavar="tinker10|FILE",
-                       help="hmf mass function (default) or a table file with columns z, mass, density")
+    group.add_argument("--mass-prior", default="tinker10", metavar="tinker10|2017-sampler|FILE",
+                       help="hmf mass function (default); 2017-sampler: the distribution the 2017 sampler drew "
+                            "the 2017 catalog's masses from (for that catalog, not a survey); or a table file "
+                            "with columns z, mass, density")
     group.add_argument("--prior-density-per", choices=("M", "lnM"), default=None,
                        help="for a table file: its density is per unit M or per unit ln M (required)")
     group.add_argument("--hmf-model", default="Tinker10", metavar="NAME", help="hmf fitting function (default Tinker10)")
@@ -186,11 +188,16 @@ def _fit_kwargs(args) -> dict:
 
 
 def _strict_json(value):
-    """``value`` with NaN and infinities as null, so that any JSON parser reads it."""
+    """``value`` as strict JSON that any parser reads: NaN (a value that does not exist) as
+    null, and +-infinity (a Pareto k-hat of weights with no usable tail, say) as the strings
+    "Infinity" and "-Infinity", so that an infinite value is never mistaken for a missing one
+    (Python's ``float("Infinity")`` reads them back)."""
     import math
 
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    import numpy as np
+
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
         return {k: _strict_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -198,12 +205,13 @@ def _strict_json(value):
     return value
 
 
-def _print_summary(run, truth, as_json: bool, ppc: bool = False, prior=None, ppc_draws: int = 200) -> None:
+def _print_summary(run, truth, as_json: bool, ppc: bool = False, prior=None, ppc_draws: int = 200,
+                   conflict: bool = False) -> None:
     import json
 
     from bigmali.diagnostics import format_summary, summary
 
-    result = summary(run, truth=truth, ppc=ppc, prior=prior, ppc_draws=ppc_draws)
+    result = summary(run, truth=truth, ppc=ppc, prior=prior, ppc_draws=ppc_draws, conflict=conflict)
     if as_json:
         print(json.dumps(_strict_json(result)))
         return
@@ -268,9 +276,10 @@ def _cmd_summary(args) -> int:
     from bigmali.inference import load_run
 
     run = load_run(args.run)
-    ppc = not args.no_ppc
-    _print_summary(run, args.truth, args.json, ppc=ppc, prior=_run_prior(run, args, build=ppc),
-                   ppc_draws=args.ppc_draws)
+    has_catalog = "observed_data" in run.children
+    ppc, conflict = not args.no_ppc and has_catalog, not args.no_conflict
+    _print_summary(run, args.truth, args.json, ppc=ppc, prior=_run_prior(run, args, build=ppc or conflict),
+                   ppc_draws=args.ppc_draws, conflict=conflict)
     return 0
 
 
@@ -380,6 +389,64 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_import_2017(args) -> int:
+    from bigmali.catalog import read_catalog
+    from bigmali.diagnostics import format_summary, summary
+    from bigmali.files import check_output_file
+    from bigmali.inference import save_run
+    from bigmali.runs_2017 import read_2017_run
+
+    check_output_file(args.out, overwrite=args.overwrite)
+    catalog = read_catalog(args.catalog) if args.catalog else None
+    run = read_2017_run(args.file, catalog)
+    save_run(run, args.out)
+    print(format_summary(summary(run, truth="hyperseed")))
+    print(f"wrote {args.out}")
+    return 0
+
+
+class _PriorEntry(argparse.Action):
+    """compare-priors: ``--mass-prior`` starts an entry; the other prior flags set the latest
+    entry's option, or every entry's when they come before the first ``--mass-prior``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        entries = getattr(namespace, "entries", None) or []
+        common = dict(getattr(namespace, "common", None) or {})
+        if self.dest == "source":
+            entries = [*entries, {"source": values}]
+        elif entries:
+            entries = [*entries[:-1], {**entries[-1], self.dest: values}]
+        else:
+            common[self.dest] = values
+        namespace.entries, namespace.common = entries, common
+
+
+def _cmd_compare_priors(args) -> int:
+    import json
+
+    from bigmali.catalog import read_catalog
+    from bigmali.diagnostics.model_comparison import compare_priors, format_prior_comparison
+    from bigmali.fit import DEFAULT_PRIOR_OPTIONS
+    from bigmali.mass_prior import load_mass_prior
+
+    entries = args.entries or []
+    if len(entries) < 1:
+        raise ValueError("give at least one --mass-prior (tinker10, 2017-sampler or a table file)")
+    priors = {}
+    for entry in entries:
+        options = {**DEFAULT_PRIOR_OPTIONS, **(args.common or {}), **entry}
+        label = ", ".join(f"{k}={v}" for k, v in options.items() if k != "source" and v != DEFAULT_PRIOR_OPTIONS[k])
+        name = options["source"] + (f" ({label})" if label else "")
+        if name in priors:
+            raise ValueError(f"--mass-prior {name!r} is given twice")
+        priors[name] = load_mass_prior(**options)
+    catalog = read_catalog(args.catalog, z_max=min(p.z_max for p in priors.values()))
+    result = compare_priors(catalog, priors, n_draws=args.n_draws, loo_draws=args.loo_draws, seed=args.seed,
+                            progress=not args.quiet)
+    print(json.dumps(_strict_json(result)) if args.json else format_prior_comparison(result))
+    return 0
+
+
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference")
     group.add_argument("--chains", type=COUNT, default=4)
@@ -450,8 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="ArviZ summary of a run, with a recovery table given a truth")
     summ.add_argument("run", metavar="run.nc")
     summ.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog")
-    summ.add_argument("--json", action="store_true", help="print the summary as one JSON object (NaN as null)")
+    summ.add_argument("--json", action="store_true",
+                      help='print the summary as one JSON object (NaN as null, infinities as "Infinity")')
     summ.add_argument("--no-ppc", action="store_true", help="skip the posterior predictive check")
+    summ.add_argument("--no-conflict", action="store_true",
+                      help="skip the prior-data conflict checks (ArviZ power-scaling; ~10 s at 10^5 halos)")
     summ.add_argument("--ppc-draws", type=COUNT, default=200, help="replicated catalogs for the PPC (default 200)")
     summ.add_argument("--force", action="store_true", help="use prior flags that contradict the run's recorded prior")
     add_prior_arguments(summ)
@@ -509,6 +579,32 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="use prior flags that contradict the run's recorded prior")
     add_prior_arguments(rep)
     rep.set_defaults(func=_cmd_report)
+
+    imp = sub.add_parser("import-2017", help="read a 2017 output file (hyperprior draws and their 2017 "
+                         "log-likelihoods) into a weighted run")
+    imp.add_argument("file", metavar="FILE", help="a 2017 output file: 5 columns (alpha1 alpha2 alpha4 S loglik) or 2 (S loglik)")
+    imp.add_argument("--catalog", default=None, metavar="CATALOG", help="the catalog the 2017 run used (for PPC and report)")
+    imp.add_argument("--out", required=True, metavar="run.nc")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    imp.set_defaults(func=_cmd_import_2017)
+
+    cp = sub.add_parser("compare-priors", help="evidence (with its error), LOO elpd and the fitted hyperparameters of "
+                        "a catalog under each of several mass priors")
+    cp.add_argument("catalog", metavar="CATALOG")
+    group = cp.add_argument_group("mass priors (each --mass-prior starts an entry; the flags after it apply to it, "
+                                  "flags before the first apply to all)")
+    group.add_argument("--mass-prior", dest="source", action=_PriorEntry, metavar="tinker10|2017-sampler|FILE")
+    group.add_argument("--prior-density-per", dest="density_per", action=_PriorEntry, choices=("M", "lnM"))
+    group.add_argument("--hmf-model", dest="hmf_model", action=_PriorEntry, metavar="NAME")
+    group.add_argument("--cosmology", dest="cosmology", action=_PriorEntry, metavar="NAME")
+    group.add_argument("--mass-convention", dest="mass_convention", action=_PriorEntry, choices=("2017", "physical"))
+    group.add_argument("--z-interp", dest="z_interp", action=_PriorEntry, choices=("bins", "linear"))
+    cp.add_argument("--n-draws", type=_integer(100), default=4000, help="importance draws per prior (default 4000)")
+    cp.add_argument("--loo-draws", type=_integer(20), default=256, help="posterior draws for LOO (default 256)")
+    cp.add_argument("--seed", type=SEED, default=0)
+    cp.add_argument("--json", action="store_true", help='one JSON object (NaN as null, infinities as "Infinity")')
+    cp.add_argument("--quiet", action="store_true", help="no progress bars")
+    cp.set_defaults(func=_cmd_compare_priors, entries=None, common=None)
 
     demo = sub.add_parser("demo", help="simulate the 2017-sized mock, fit it with collapsed NUTS, show the recovery")
     demo.add_argument("--n-halos", type=COUNT, default=None, help="default 115919, the 2017 count")

@@ -17,6 +17,18 @@ By default the prior is built exactly as the 2017 code built it:
 With density linear in M between knots, the trapezoid rule integrates each table exactly and
 the CDF is piecewise quadratic, so :func:`sample_ln_mass` inverts it exactly.
 
+``source="2017-sampler"`` is not a mass function: it is the distribution the 2017 code's
+sampler (``MassPrior.rvs`` of June 2017) actually drew masses from, and so the distribution
+of the masses in the 2017 catalog ``mock_data_prior.txt``. That sampler built its inverse CDF
+from the cumulative sum of the *density values* at the knots, not of density x interval
+width: the interval ``(M_{i-1}, M_i]`` received probability ``p_i / sum p`` (uniform inside
+it) and the 1-Msun interval ``(M_0 - 1, M_0]`` received ``p_0 / sum p``. On the
+log-spaced grid that tilts the mass function by ``1 / M`` (per unit ln M the draws follow
+``p(M)`` instead of ``M p(M)``) and puts about 6% of the halos at the table's lowest mass.
+:func:`sampler_2017_table` builds that step density exactly (knot pairs 1e-9 apart in M);
+use it to fit the 2017 catalog, not a survey (see the README, "Why the 2017 inference
+failed").
+
 Masses are in Msun (in the chosen convention). Every function takes arrays of halos, each
 at its own redshift, and works under ``jit`` and ``grad``.
 """
@@ -50,6 +62,8 @@ __all__ = [
     "log_prob_ln_mass",
     "sample_ln_mass",
     "prior_fingerprint",
+    "sampler_2017_table",
+    "SOURCES",
 ]
 
 H_2017 = 0.73
@@ -59,6 +73,9 @@ BACKGROUND_2017 = 1e-30
 """Density of the 2017 background knots, per unit M, before renormalisation."""
 
 MASS_CONVENTIONS = ("2017", "physical")
+SOURCES = ("tinker10", "hmf", "2017-sampler")
+"""Named prior sources (anything else is a table file): an hmf mass function, or the
+distribution the 2017 sampler drew the 2017 catalog's masses from (module docstring)."""
 Z_INTERPOLATIONS = ("bins", "linear")
 
 
@@ -125,6 +142,28 @@ def prior_fingerprint(prior: MassPrior) -> str:
     for values in (prior.z_grid, prior.mass, prior.density):
         digest.update(np.ascontiguousarray(np.asarray(values), dtype="<f8").tobytes())
     return digest.hexdigest()
+
+
+def sampler_2017_table(mass: np.ndarray, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distribution the 2017 sampler drew from, as knots and densities per unit M.
+
+    Args:
+        mass: (nm,) increasing table masses in Msun.
+        density: (nz, nm) the mass function's density per unit M at those masses.
+
+    Returns ``(knots, densities)``: a step density, constant ``p_i / (sum p * (M_i - M_{i-1}))``
+    on each interval and ``p_0 / sum p`` on the 1-Msun interval below ``M_0`` (the step
+    edges are knot pairs a relative 1e-9 apart, so linear interpolation reproduces it).
+    """
+    mass = np.asarray(mass, dtype=np.float64)
+    p = np.atleast_2d(np.asarray(density, dtype=np.float64))
+    share = p / p.sum(axis=1, keepdims=True)
+    step = np.hstack([share[:, :1] / 0.99, share[:, 1:] / np.diff(mass)])  # first: the spike below M_0
+    left = np.concatenate([[mass[0] - 1.0], mass[:-1]])
+    right = np.concatenate([[mass[0] - 0.01], mass[1:] * (1.0 - 1e-9)])
+    right[-1] = mass[-1]
+    knots = np.column_stack([left, right]).ravel()
+    return knots, np.repeat(step, 2, axis=1)
 
 
 def _with_background(mass: np.ndarray, density: np.ndarray, background: float | None):
@@ -257,30 +296,36 @@ def load_mass_prior(
     """The mass prior a run asks for, by the same names as the CLI's prior flags.
 
     Args:
-        source: ``"tinker10"`` (or ``"hmf"``) for an hmf mass function, else the path of
-            a table file with columns z, mass (Msun), density.
+        source: ``"tinker10"`` (or ``"hmf"``) for an hmf mass function, ``"2017-sampler"``
+            for the distribution the 2017 sampler drew the 2017 catalog's masses from (the
+            same hmf table, tilted as that sampler tilted it: see the module docstring),
+            else the path of a table file with columns z, mass (Msun), density.
         hmf_model: hmf fitting function name (``Tinker10``, ``Tinker08``, ``ST``, ...).
         cosmology: astropy realization name for hmf and for lightcone volumes.
         mass_convention: ``"2017"`` (hmf masses times 0.73) or ``"physical"`` (divided by h).
         z_interp: ``"bins"`` or ``"linear"``.
         density_per: for a table file, ``"M"`` or ``"lnM"``; required there, refused for hmf.
     """
-    if source.lower() in ("tinker10", "hmf"):
+    if source.lower() in SOURCES:
         if density_per is not None:
             raise ValueError("--prior-density-per applies to a prior table file, not to an hmf mass function")
         if mass_convention not in MASS_CONVENTIONS:
             raise ValueError(f"mass convention {mass_convention!r}: choose one of {', '.join(MASS_CONVENTIONS)}")
         table = mass_function.load_table(TableSpec(hmf_model=hmf_model, cosmology=cosmology))
         factor = H_2017 if mass_convention == "2017" else 1.0 / table.h
+        mass, density, what = table.m * factor, table.dndm, f"hmf {hmf_model}"
+        if source.lower() == "2017-sampler":
+            mass, density = sampler_2017_table(mass, density)
+            what = f"the 2017 sampler's draws from hmf {hmf_model} (density values used as probabilities)"
         return build_mass_prior(
             table.z,
-            table.m * factor,
-            table.dndm,
+            mass,
+            density,
             abundance=table.number_density(),
             z_interp=z_interp,
             background=background,
             cosmology=cosmology,
-            description=f"hmf {hmf_model} in {cosmology}, {mass_convention} mass convention, z {z_interp}",
+            description=f"{what} in {cosmology}, {mass_convention} mass convention, z {z_interp}",
         )
     if density_per is None:
         raise ValueError(f"prior table {source!r}: say whether its density is per unit M or per unit ln M (--prior-density-per M|lnM)")

@@ -19,6 +19,14 @@ Press-Schechter masses fitted with the Tinker10 prior move alpha1 and alpha2 by 
 leave every bin's luminosity histogram reproduced (p = 0.145); masses from the z = 0 table
 at every redshift are flagged (p < 0.005) (``benchmarks/misspecification.py``).
 
+Where in L_obs. :func:`by_luminosity` bins the catalog's ln L_obs at its own quantiles and,
+bin by bin, compares the observed count with the replicated counts: the quantile residual
+``Phi^-1(mid-p rank of the observed count among the replicates)`` (bounded by the number of
+replicates: +-2.8 for 200) and the standardised residual ``(n_obs - mean n_rep) / sd n_rep``.
+A model that describes the catalog leaves both within about +-2 everywhere; a wrong mass
+function shows as a run of residuals of one sign at the faint or bright end.
+:func:`plot_by_luminosity` draws them.
+
 Weighted runs (the importance-sampling methods) use draws resampled by weight.
 """
 
@@ -33,7 +41,8 @@ import numpy as np
 from bigmali.mass_prior import MassPrior, sample_ln_mass
 from bigmali.relation import HYPER_NAMES, Hyper, ln_mu_L, sigma_total
 
-__all__ = ["Ppc", "replicate_ln_lum_obs", "posterior_predictive_check", "ppc_datatree", "plot_ppc"]
+__all__ = ["Ppc", "replicate_ln_lum_obs", "posterior_predictive_check", "ppc_datatree", "plot_ppc", "by_luminosity",
+           "plot_by_luminosity"]
 
 MIN_PER_INTERVAL = 25  # halos per luminosity interval (J = n_b // 25, between 2 and 20)
 
@@ -54,7 +63,7 @@ class Ppc(NamedTuple):
     def as_dict(self) -> dict:
         return {"ppc_p_value": self.p_value, "ppc_p_value_by_bin": self.p_value_by_bin,
                 "ppc_z_bins": self.z_bins.tolist(), "ppc_n_halos_by_bin": self.n_halos_by_bin,
-                "ppc_replicates": int(self.replicates.shape[0])}
+                "ppc_replicates": int(self.replicates.shape[0]), "ppc_by_luminosity": by_luminosity(self)}
 
 
 @jax.jit
@@ -189,3 +198,63 @@ def plot_ppc(ppc: Ppc, path, n_draws: int = 50, max_bins: int = 8):
     fig.suptitle(f"Posterior predictive ln L_obs per redshift bin: catalog (dark) and {n_draws} replicates; "
                  f"catalog-wide p = {ppc.p_value:.3f}", y=1.02)
     return save_figure(fig, path, dpi=100, bbox_inches="tight")
+
+
+def by_luminosity(ppc: Ppc, n_bins: int = 20) -> dict:
+    """Observed against replicated halo counts in ``n_bins`` bins of ln L_obs (the catalog's
+    own quantiles; the outer bins are open-ended), as lists ready for JSON.
+
+    Returns ``{"edges", "n_obs", "n_rep_mean", "n_rep_sd", "quantile_residual",
+    "standardised_residual", "max_abs_standardised"}``; ``edges`` has ``n_bins + 1`` values of ln
+    L_obs, the first and last the catalog's extremes.
+    """
+    y, reps = ppc.ln_lum_obs, ppc.replicates
+    edges = np.quantile(y, np.linspace(0.0, 1.0, n_bins + 1))
+    inner = edges[1:-1]
+    n_obs = np.bincount(np.searchsorted(inner, y, side="right"), minlength=n_bins)
+    n_rep = np.stack([np.bincount(np.searchsorted(inner, r, side="right"), minlength=n_bins) for r in reps])
+    mean, sd = n_rep.mean(axis=0), n_rep.std(axis=0, ddof=1)
+    below = (n_rep < n_obs).sum(axis=0) + 0.5 * (n_rep == n_obs).sum(axis=0)
+    from scipy.special import ndtri
+
+    quantile = ndtri((below + 0.5) / (reps.shape[0] + 1))
+    z = (n_obs - mean) / np.where(sd > 0, sd, np.nan)
+    return {"edges": edges.tolist(), "n_obs": n_obs.tolist(), "n_rep_mean": mean.tolist(), "n_rep_sd": sd.tolist(),
+            "quantile_residual": quantile.tolist(), "standardised_residual": z.tolist(),
+            "max_abs_standardised": float(np.nanmax(np.abs(z)))}
+
+
+def plot_by_luminosity(ppc: Ppc, path, n_bins: int = 20):
+    """Quantile and standardised residuals of the halo counts per bin of ln L_obs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bigmali.plotting import save_figure
+
+    res = by_luminosity(ppc, n_bins)
+    edges = np.asarray(res["edges"])
+    centre = 0.5 * (edges[1:] + edges[:-1])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, constrained_layout=True)
+    top.plot(centre, res["quantile_residual"], "o", color="C0")
+    bound = float(ndtri_bound(ppc.replicates.shape[0]))
+    for ax, values, label in ((top, None, f"quantile residual (bounded by +-{bound:.1f} with {ppc.replicates.shape[0]} replicates)"),
+                              (bottom, res["standardised_residual"], "(n_obs - mean n_rep) / sd n_rep")):
+        if values is not None:
+            ax.bar(centre, values, width=np.diff(edges) * 0.9, color="C1")
+        ax.axhline(0.0, color="k", lw=0.8)
+        for level in (-2.0, 2.0):
+            ax.axhline(level, color="0.5", ls="--", lw=0.8)
+        ax.set_ylabel(label, fontsize=8)
+    bottom.set_xlabel("ln L_obs (bins at the catalog's quantiles)")
+    top.set_title(f"Posterior predictive check by luminosity: catalog-wide p = {ppc.p_value:.3f}, "
+                  f"largest |standardised residual| = {res['max_abs_standardised']:.1f}")
+    return save_figure(fig, path, dpi=100)
+
+
+def ndtri_bound(n_replicates: int) -> float:
+    """The largest quantile residual ``n_replicates`` replicates can give."""
+    from scipy.special import ndtri
+
+    return float(ndtri((n_replicates + 0.5) / (n_replicates + 1)))

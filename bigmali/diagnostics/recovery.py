@@ -63,7 +63,8 @@ def _weighted_entry(draws, w, weight_ess: float) -> dict:
     return {"mean": mean, "sd": sd, "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
 
 
-def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200, influence: bool = True) -> dict:
+def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200, influence: bool = True,
+            conflict: bool = False) -> dict:
     """The recovery summary of a run as a plain dict (the CLI's ``--json`` object).
 
     Per hyperparameter: mean, sd, R-hat, bulk/tail ESS and, given a truth, the truth's
@@ -75,7 +76,9 @@ def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 
     unless ``prior`` is given). With ``influence=True`` (the default) and a
     ``log_likelihood`` group, ``"influence"`` names the halos that dominate the fit
     (:func:`~bigmali.diagnostics.influence.influential_halos`; its ``"warning"`` is None
-    when none does).
+    when none does). With ``conflict=True``, ``"prior_conflict"`` holds the prior-data conflict
+    measures (:func:`~bigmali.diagnostics.conflict.prior_data_conflict`). The PPC and the
+    power-scaling need the run's catalog: a run read back without one gets neither.
 
     For weighted draws (the importance-sampling methods) the mean, sd, quantile and HDIs
     are weighted, R-hat is NaN, the ESS is the weights' ESS, and a ``"weights"`` entry
@@ -143,7 +146,11 @@ def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 
         from bigmali.diagnostics.influence import influential_halos
 
         result["influence"] = influential_halos(run)
-    if ppc:
+    if conflict:
+        from bigmali.diagnostics.conflict import prior_data_conflict
+
+        result["prior_conflict"] = prior_data_conflict(run, prior=prior)
+    if ppc and "observed_data" in run.children:
         from bigmali.diagnostics.ppc import posterior_predictive_check
 
         result.update(posterior_predictive_check(run, prior=prior, n_draws=ppc_draws).as_dict())
@@ -180,4 +187,14 @@ def format_summary(result: dict) -> str:
         by_bin = result["ppc_p_value_by_bin"]
         lines.append(f"posterior predictive check of L_obs: p = {result['ppc_p_value']:.3f}; per redshift bin "
                      f"min {min(by_bin):.3f}, {sum(p < 0.01 for p in by_bin)} of {len(by_bin)} below 0.01")
+        lum = result.get("ppc_by_luminosity")
+        if lum:
+            worst = int(np.nanargmax(np.abs(lum["standardised_residual"])))
+            lines.append(f"  by luminosity ({len(lum['n_obs'])} bins of ln L_obs): largest |standardised residual| "
+                         f"{lum['max_abs_standardised']:.1f} in ln L_obs {lum['edges'][worst]:.2f}..{lum['edges'][worst + 1]:.2f} "
+                         f"({lum['n_obs'][worst]} halos, {lum['n_rep_mean'][worst]:.0f} expected)")
+    if "prior_conflict" in result:
+        from bigmali.diagnostics.conflict import format_conflict
+
+        lines.append(format_conflict(result["prior_conflict"]))
     return "\n".join(lines)

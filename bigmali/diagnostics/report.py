@@ -189,6 +189,35 @@ def _ppc_section(page: _Page, ppc) -> None:
              f'<figure><img alt="posterior predictive check" src="data:image/png;base64,{data}"><figcaption>ArviZ PPC: '
              "catalog (dark) and replicated ln L_obs in redshift bins, with each bin's p-value.</figcaption></figure>"
              + _table(["redshift bin", "halos", "T(catalog)", "median T(replicate)", "p-value"], rows))
+    from bigmali.diagnostics.ppc import plot_by_luminosity
+
+    path = plot_by_luminosity(ppc, page.out_dir / "ppc_luminosity.png")
+    page.images.append(path)
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    page.add(f'<figure><img alt="PPC by luminosity" src="data:image/png;base64,{data}"><figcaption>Where in '
+             "L<sub>obs</sub> the replicated catalogs depart from the data: per bin of ln L<sub>obs</sub> (the catalog's "
+             "quantiles), the quantile residual of the observed count among the replicated counts (top) and the "
+             "standardised residual (bottom). A model that describes the catalog stays within about &plusmn;2; a run of "
+             "one sign at the faint or bright end marks a wrong mass function.</figcaption></figure>")
+
+
+def _conflict_section(page: _Page, conflict: dict) -> None:
+    psense = conflict["psense"]
+    rows = []
+    for name, d in conflict["distance"].items():
+        row = [name, _fmt(d, 3)]
+        if psense:
+            e = psense[name]
+            row += [_fmt(e["prior"], 3), _fmt(e["likelihood"], 3), html.escape(e["diagnosis"] or "-")]
+        rows.append(row)
+    header = ["parameter", "posterior mean - hyperprior mean (hyperprior sds)"]
+    if psense:
+        header += ["prior sensitivity", "likelihood sensitivity", "ArviZ diagnosis"]
+    verdict = (f'<p class="fail">{html.escape(conflict["warning"])}.</p>' if conflict["warning"]
+               else "<p>No prior-data conflict.</p>")
+    page.add("<h2>Prior-data conflict</h2><p>Distance of the posterior mean from the hyperprior mean, and ArviZ's "
+             f"power-scaling sensitivity (psense; {conflict['psense_draws']} draws) to the hyperprior and to the "
+             "likelihood: both &ge; 0.05 is a prior-data conflict.</p>" + verdict + _table(header, rows))
 
 
 def _loo_section(page: _Page, run) -> None:
@@ -264,7 +293,7 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weighted = is_weighted(run)
-    result = summary(run, truth=truth)
+    result = summary(run, truth=truth, conflict=True, prior=prior)
     conv = convergence(run)
     title = f"bigmali report: {run.attrs.get('model')} / {run.attrs.get('method')}, {run.attrs.get('n_halos')} halos"
     page = _Page(out_dir, title)
@@ -275,6 +304,7 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     _recovery_section(page, result)
     if "influence" in result:
         _influence_section(page, result["influence"])
+    _conflict_section(page, result["prior_conflict"])
     _convergence_section(page, conv)
     if weighted:
         _weights_section(page, run, result)

@@ -28,17 +28,15 @@ def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws:
                    sampler_state: dict | None = None, log_likelihood: tuple | None = None) -> xr.DataTree:
     import arviz_base as az
 
-    constant = {"z": catalog.z}
-    for name, column in (("ra", "ra"), ("dec", "dec"), ("mass_true", "mass"), ("lum_true", "lum")):
-        values = getattr(catalog, column)
-        if values is not None:
-            constant[name] = values
-    groups = {
-        "posterior": {k: posterior[k] for k in HYPER_NAMES},
-        "sample_stats": sample_stats,
-        "observed_data": {"lum_obs": catalog.lum_obs},
-        "constant_data": constant,
-    }
+    groups = {"posterior": {k: posterior[k] for k in HYPER_NAMES}, "sample_stats": sample_stats}
+    constant = {}
+    if catalog is not None:  # None: a run read back without its catalog (bigmali.read_2017_run)
+        constant["z"] = catalog.z
+        for name, column in (("ra", "ra"), ("dec", "dec"), ("mass_true", "mass"), ("lum_true", "lum")):
+            values = getattr(catalog, column)
+            if values is not None:
+                constant[name] = values
+        groups.update(observed_data={"lum_obs": catalog.lum_obs}, constant_data=constant)
     if prior_draws is not None:
         groups["prior"] = prior_draws
     dims = {"lum_obs": ["halo"], **{k: ["halo"] for k in constant}}
