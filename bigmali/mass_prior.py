@@ -159,11 +159,14 @@ def sampler_2017_table(mass: np.ndarray, density: np.ndarray) -> tuple[np.ndarra
     p = np.atleast_2d(np.asarray(density, dtype=np.float64))
     share = p / p.sum(axis=1, keepdims=True)
     step = np.hstack([share[:, :1] / 0.99, share[:, 1:] / np.diff(mass)])  # first: the spike below M_0
-    left = np.concatenate([[mass[0] - 1.0], mass[:-1]])
+    # Each step is a knot pair; the spike rises from ~0 at M_0 - 1 so that the ramp from the
+    # background knot below it carries nothing (its two 0.01-Msun ramps hold 1% of it).
+    left = np.concatenate([[mass[0] - 0.99], mass[:-1]])
     right = np.concatenate([[mass[0] - 0.01], mass[1:] * (1.0 - 1e-9)])
     right[-1] = mass[-1]
-    knots = np.column_stack([left, right]).ravel()
-    return knots, np.repeat(step, 2, axis=1)
+    knots = np.concatenate([[mass[0] - 1.0], np.column_stack([left, right]).ravel()])
+    floor = np.full((p.shape[0], 1), BACKGROUND_2017)
+    return knots, np.hstack([floor, np.repeat(step, 2, axis=1)])
 
 
 def _with_background(mass: np.ndarray, density: np.ndarray, background: float | None):

@@ -230,3 +230,23 @@ def test_prior_is_a_pytree_usable_under_jit(prior):
 def test_build_rejects_a_density_that_does_not_integrate():
     with pytest.raises(ValueError, match="integrates to"):
         build_mass_prior([0.0], [1e10, 1e11], [[0.0, 0.0]], background=None)
+
+
+def test_the_2017_sampler_prior_is_the_distribution_the_2017_sampler_drew_from(prior):
+    # The prior named "2017-sampler" must be what the 2017 sampler (above) draws: KS at the
+    # same threshold at which the mass function itself is rejected against those draws.
+    tilted = load_mass_prior("2017-sampler")
+    for b in (0, 9, 19):
+        z = float(prior.z_grid[b])
+        draws = sampler_2017_python(prior, jax.random.PRNGKey(40 + b), z, N_DRAWS)
+        assert ks_pvalue(tilted, draws, z) > 0.01, b
+        assert ks_pvalue(prior, draws, z) < 0.01, b
+    # About 6% of the draws sit in the 1-Msun interval below the table's lowest mass, and
+    # bigmali's own sampler of the tilted prior puts them there too.
+    z = float(prior.z_grid[9])
+    m0 = float(np.asarray(prior.mass)[2])
+    own = np.exp(np.asarray(sample_ln_mass(tilted, jax.random.PRNGKey(3), jnp.full(N_DRAWS, z))))
+    spike = float(cdf_mass(tilted, m0, z))
+    assert 0.04 < spike < 0.08
+    assert abs(np.mean(own <= m0) - spike) < 5 * np.sqrt(spike * (1 - spike) / N_DRAWS)
+    assert "2017 sampler" in tilted.description
