@@ -9,7 +9,7 @@ For each named mass prior, :func:`compare_priors` computes
   same draws);
 * ArviZ's PSIS-LOO ``elpd`` with its standard error, from ``loo_draws`` draws resampled by
   weight and each halo's exact collapsed log-likelihood (``loo_subsample`` beyond 20,000
-  halos), and ArviZ's ``compare`` of the priors: ``elpd_diff`` and its ``dse`` against the best.
+  halos), and ArviZ's ``compare`` of the priors: ``elpd_diff`` (this prior's elpd minus the best's, <= 0) and its ``dse``.
 
 Evidence weighs the whole prior, hyperprior included; LOO asks only how well each fitted model
 predicts a held-out halo. Both are on the same scale (nats) for the same catalog.

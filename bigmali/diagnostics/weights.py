@@ -19,6 +19,11 @@ K_HAT_THRESHOLD = 0.7
 """Above this Pareto k-hat, importance-sampling estimates are unreliable (Vehtari et al. 2024)."""
 
 
+MIN_PSIS_DRAWS = 25
+"""Below this many non-zero weights ArviZ cannot fit a Pareto tail (it needs a tail of 5 = 20%): k-hat
+is NaN and the weights stay raw."""
+
+
 def normalise_log_weights(log_w) -> np.ndarray:
     """Log weights shifted so that the weights sum to one (non-finite entries weigh nothing)."""
     log_w = np.where(np.isfinite(log_w), np.asarray(log_w, dtype=np.float64), -np.inf)
@@ -38,6 +43,8 @@ def psis(log_w) -> tuple[np.ndarray, float]:
     if not finite.any() or np.ptp(log_w[finite]) == 0.0:  # equal weights (or none): nothing to smooth
         out[finite] = 0.0
         return normalise_log_weights(out), float("-inf")
+    if finite.sum() < MIN_PSIS_DRAWS:  # too few weights to fit a tail to: no smoothing, no k-hat
+        return normalise_log_weights(log_w), float("nan")
     # ArviZ's psislw takes what LOO passes it, the log-likelihood: it smooths exp(-input).
     da = xr.DataArray(-log_w[finite].reshape(1, -1), dims=("chain", "draw"))
     smoothed, k_hat = da.azstats.psislw(dim=["chain", "draw"])
