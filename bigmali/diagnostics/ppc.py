@@ -239,8 +239,9 @@ def plot_by_luminosity(ppc: Ppc, path, n_bins: int = 20):
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, constrained_layout=True)
     top.plot(centre, res["quantile_residual"], "o", color="C0")
     bound = float(ndtri_bound(ppc.replicates.shape[0]))
-    for ax, values, label in ((top, None, f"quantile residual (bounded by +-{bound:.1f} with {ppc.replicates.shape[0]} replicates)"),
-                              (bottom, res["standardised_residual"], "(n_obs - mean n_rep) / sd n_rep")):
+    bounded = f"quantile residual\n(|q| <= {bound:.1f}: {ppc.replicates.shape[0]} replicates)"
+    for ax, values, label in ((top, None, bounded),
+                              (bottom, res["standardised_residual"], "standardised residual\n(n_obs - mean n_rep) / sd n_rep")):
         if values is not None:
             ax.bar(centre, values, width=np.diff(edges) * 0.9, color="C1")
         ax.axhline(0.0, color="k", lw=0.8)
@@ -248,8 +249,8 @@ def plot_by_luminosity(ppc: Ppc, path, n_bins: int = 20):
             ax.axhline(level, color="0.5", ls="--", lw=0.8)
         ax.set_ylabel(label, fontsize=8)
     bottom.set_xlabel("ln L_obs (bins at the catalog's quantiles)")
-    top.set_title(f"Posterior predictive check by luminosity: catalog-wide p = {ppc.p_value:.3f}, "
-                  f"largest |standardised residual| = {res['max_abs_standardised']:.1f}")
+    top.set_title(f"Posterior predictive check by luminosity: catalog-wide p = {ppc.p_value:.3f},\n"
+                  f"largest |standardised residual| = {res['max_abs_standardised']:.1f}", fontsize=10)
     return save_figure(fig, path, dpi=100)
 
 
