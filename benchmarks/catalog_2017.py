@@ -273,6 +273,10 @@ def _print(result: dict) -> None:
     print("\n== 2017 likelihood variance:", json.dumps(result["likelihood_variance_2017"]))
     print("\n== every method, default prior (the seed's z-scores)")
     for name, r in result["methods"].items():
+        if r.get("weights") and r["weights"]["ess"] < 10:  # one draw holds the weight: no sd, no z-score
+            means = "  ".join(f"{n} {r['means'][n]:.4f}" for n in HYPER_NAMES)
+            print(f"{name:<32}weight ESS {r['weights']['ess']:.1f}: the heaviest draw {means}")
+            continue
         extra = f"  weight ESS {r['weights']['ess']:.1f}" if r.get("weights") else ""
         print(f"{name:<32}{zline(r['z_scores'])}{extra}")
 
