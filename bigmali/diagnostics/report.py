@@ -293,7 +293,13 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weighted = is_weighted(run)
-    result = summary(run, truth=truth, conflict=True, prior=prior)
+    result = summary(run, truth=truth)
+    try:
+        from bigmali.diagnostics.conflict import prior_data_conflict
+
+        result["prior_conflict"] = prior_data_conflict(run, prior=prior)
+    except ValueError as exc:  # a run fitted with a caller's own prior, none given here
+        conflict_note = str(exc)
     conv = convergence(run)
     title = f"bigmali report: {run.attrs.get('model')} / {run.attrs.get('method')}, {run.attrs.get('n_halos')} halos"
     page = _Page(out_dir, title)
@@ -304,7 +310,10 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     _recovery_section(page, result)
     if "influence" in result:
         _influence_section(page, result["influence"])
-    _conflict_section(page, result["prior_conflict"])
+    if "prior_conflict" in result:
+        _conflict_section(page, result["prior_conflict"])
+    else:
+        page.add(f'<h2>Prior-data conflict</h2><p class="note">Not run: {html.escape(conflict_note)}</p>')
     _convergence_section(page, conv)
     if weighted:
         _weights_section(page, run, result)
