@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,7 @@ def read_2017_run(path, catalog=None):
     prior the 2017 likelihood used.
     """
     from bigmali import __version__
-    from bigmali.diagnostics.weights import normalise_log_weights, psis, weight_diagnostics
+    from bigmali.inference.importance import weighted_output
     from bigmali.fit import DEFAULT_PRIOR_OPTIONS, fingerprint
     from bigmali.inference.results import build_datatree
     from bigmali.mass_prior import load_mass_prior
@@ -106,9 +107,8 @@ def read_2017_run(path, catalog=None):
     samples = {name: (table[name] if name in table else np.full(k, float(getattr(HYPERSEED, name)))).reshape(1, k)
                for name in HYPER_NAMES}
     log_like = table["loglik"]
-    smoothed, _ = psis(log_like)
-    stats = {"log_weight": smoothed.reshape(1, k), "log_weight_raw": normalise_log_weights(log_like).reshape(1, k),
-             "log_likelihood_estimate": log_like.reshape(1, k)}
+    out = weighted_output({name: samples[name].ravel() for name in HYPER_NAMES}, log_like, log_like, time.perf_counter())
+    stats = {"log_weight": out.log_weight, "log_weight_raw": out.log_weight_raw, "log_likelihood_estimate": out.log_likelihood}
     fixed = [name for name in HYPER_NAMES if name not in table]
     attrs = {
         "model": "collapsed",
@@ -120,7 +120,7 @@ def read_2017_run(path, catalog=None):
                    "fixed_at_hyperseed": fixed, "weights": "the 2017 importance-sampled log-likelihood"},
         "prior_options": DEFAULT_PRIOR_OPTIONS,
         "prior_description": "the 2017 default (hmf Tinker10 in WMAP5, 2017 mass convention, z bins)",
-        "weights": weight_diagnostics(log_like),
+        "weights": out.diagnostics,
         "bigmali_version": __version__,
     }
     if catalog is not None:
