@@ -40,8 +40,11 @@ from bigmali.relation import HYPER_NAMES, HYPERSEED
 DATA = Path(__file__).resolve().parent.parent / "data" / "2017"
 CATALOG = DATA / "mock_data_prior.txt"
 RUNS = ["bigmaliprior.out", "bigmaliorig.out", "fullexp10000.txt", "justStest.txt", "simpletest10000.txt"]
-VARIANCE = {100: "likelihoodvariancetest.txt", 1000: "likelihoodvariancetest1000samples.txt",
-            10000: "likelihoodvariancetest10000samples.txt"}
+VARIANCE = {
+    100: "likelihoodvariancetest.txt",
+    1000: "likelihoodvariancetest1000samples.txt",
+    10000: "likelihoodvariancetest10000samples.txt",
+}
 SEED = HYPERSEED._asdict()
 
 
@@ -61,23 +64,41 @@ def _jsonable(value):
 def _nuts(catalog, prior, name, quick):
     draws, warmup = (500, 300) if quick else (1000, 500)
     start = time.perf_counter()
-    run = bigmali.fit(catalog, "collapsed", "nuts", prior=prior, prior_options={"source": name}, chains=2,
-                      draws=draws, warmup=warmup, seed=0, progress=False, mass_draws=0, log_likelihood=0)
+    run = bigmali.fit(
+        catalog,
+        "collapsed",
+        "nuts",
+        prior=prior,
+        prior_options={"source": name},
+        chains=2,
+        draws=draws,
+        warmup=warmup,
+        seed=0,
+        progress=False,
+        mass_draws=0,
+        log_likelihood=0,
+    )
     return run, time.perf_counter() - start
 
 
 def _diagnosed(run, prior, figures: Path | None, tag: str) -> dict:
     res = summary(run, truth="hyperseed", ppc=True, prior=prior, conflict=True, influence=False)
     params = res["parameters"]
-    out = {"z_scores": {n: params[n]["z_score"] for n in HYPER_NAMES},
-           "quantiles": {n: params[n]["quantile"] for n in HYPER_NAMES},
-           "means": {n: params[n]["mean"] for n in HYPER_NAMES}, "sds": {n: params[n]["sd"] for n in HYPER_NAMES},
-           "ppc_p_value": res["ppc_p_value"], "ppc_p_value_by_bin_min": min(res["ppc_p_value_by_bin"]),
-           "ppc_by_luminosity": {k: res["ppc_by_luminosity"][k] for k in ("edges", "standardised_residual", "max_abs_standardised")},
-           "prior_conflict": res["prior_conflict"],
-           "r_hat_max": max(params[n]["r_hat"] for n in HYPER_NAMES),
-           "ess_bulk_min": min(params[n]["ess_bulk"] for n in HYPER_NAMES),
-           "ess_tail_min": min(params[n]["ess_tail"] for n in HYPER_NAMES)}
+    out = {
+        "z_scores": {n: params[n]["z_score"] for n in HYPER_NAMES},
+        "quantiles": {n: params[n]["quantile"] for n in HYPER_NAMES},
+        "means": {n: params[n]["mean"] for n in HYPER_NAMES},
+        "sds": {n: params[n]["sd"] for n in HYPER_NAMES},
+        "ppc_p_value": res["ppc_p_value"],
+        "ppc_p_value_by_bin_min": min(res["ppc_p_value_by_bin"]),
+        "ppc_by_luminosity": {
+            k: res["ppc_by_luminosity"][k] for k in ("edges", "standardised_residual", "max_abs_standardised")
+        },
+        "prior_conflict": res["prior_conflict"],
+        "r_hat_max": max(params[n]["r_hat"] for n in HYPER_NAMES),
+        "ess_bulk_min": min(params[n]["ess_bulk"] for n in HYPER_NAMES),
+        "ess_tail_min": min(params[n]["ess_tail"] for n in HYPER_NAMES),
+    }
     if figures is not None:
         from bigmali.diagnostics.ppc import plot_by_luminosity, posterior_predictive_check
 
@@ -125,9 +146,9 @@ def _place(point: dict, fit: dict) -> dict:
 
 
 def _runs_2017(catalog, priors: dict, fits: dict, quick: bool) -> dict:
+    from bigmali.datatree import draws_and_weights
     from bigmali.inference.importance import exact_log_likelihoods
-    from bigmali.inference.results import draws_and_weights
-    from bigmali.models.quadrature import QuadratureConfig, prepare
+    from bigmali.likelihood.quadrature import QuadratureConfig, prepare
     from bigmali.relation import Hyper
     from bigmali.runs_2017 import read_2017_run, read_2017_table
 
@@ -139,11 +160,17 @@ def _runs_2017(catalog, priors: dict, fits: dict, quick: bool) -> dict:
         top = int(np.argmax(raw))
         heaviest = {n: float(values[n][top]) for n in HYPER_NAMES}
         weights = json.loads(run.attrs["weights"])
-        out[Path(name).stem] = {"n_draws": int(raw.size), "ess": weights["ess"], "pareto_k": weights["pareto_k"],
-                                "max_share": weights["max_share"], "heaviest": heaviest,
-                                "heaviest_in_hyperprior_sds": {n: (heaviest[n] - m) / s for n, m, s in
-                                                               zip(HYPER_NAMES, bigmali.HYPERPRIOR_MEAN, bigmali.HYPERPRIOR_SD)},
-                                "heaviest_in_posterior_sds": {k: _place(heaviest, f) for k, f in fits.items()}}
+        out[Path(name).stem] = {
+            "n_draws": int(raw.size),
+            "ess": weights["ess"],
+            "pareto_k": weights["pareto_k"],
+            "max_share": weights["max_share"],
+            "heaviest": heaviest,
+            "heaviest_in_hyperprior_sds": {
+                n: (heaviest[n] - m) / s for n, m, s in zip(HYPER_NAMES, bigmali.HYPERPRIOR_MEAN, bigmali.HYPERPRIOR_SD)
+            },
+            "heaviest_in_posterior_sds": {k: _place(heaviest, f) for k, f in fits.items()},
+        }
     # Rescore the hyper-level 2017 draws with the exact likelihood under both priors.
     table = read_2017_table(DATA / "bigmaliprior.out")
     rng = np.random.default_rng(0)
@@ -177,16 +204,22 @@ def _runs_2017(catalog, priors: dict, fits: dict, quick: bool) -> dict:
         p = np.exp(logp - logp.max())
         p /= p.sum()
         mean = float(np.sum(p * s_grid))
-        s_only[label] = {"likelihood_peak_S": float(s_grid[np.argmax(ll)]), "posterior_peak_S": float(s_grid[np.argmax(logp)]),
-                         "posterior_mean_S": mean, "posterior_sd_S": float(np.sqrt(np.sum(p * (s_grid - mean) ** 2))),
-                         "seed_quantile": float(np.sum(p[s_grid < SEED["S"]])),
-                         "loglik_seed_minus_peak": float(np.interp(SEED["S"], s_grid, ll) - ll.max())}
+        s_only[label] = {
+            "likelihood_peak_S": float(s_grid[np.argmax(ll)]),
+            "posterior_peak_S": float(s_grid[np.argmax(logp)]),
+            "posterior_mean_S": mean,
+            "posterior_sd_S": float(np.sqrt(np.sum(p * (s_grid - mean) ** 2))),
+            "seed_quantile": float(np.sum(p[s_grid < SEED["S"]])),
+            "loglik_seed_minus_peak": float(np.interp(SEED["S"], s_grid, ll) - ll.max()),
+        }
     for name in ("justStest.txt", "simpletest10000.txt"):
         t = read_2017_table(DATA / name)
         order = np.argsort(t["S"])
-        s_only[Path(name).stem] = {"heaviest_S": float(t["S"][np.argmax(t["loglik"])]),
-                                   "weighted_mean_S": float(np.sum(np.exp(t["loglik"] - np.logaddexp.reduce(t["loglik"])) * t["S"])),
-                                   "S_range": [float(t["S"][order[0]]), float(t["S"][order[-1]])]}
+        s_only[Path(name).stem] = {
+            "heaviest_S": float(t["S"][np.argmax(t["loglik"])]),
+            "weighted_mean_S": float(np.sum(np.exp(t["loglik"] - np.logaddexp.reduce(t["loglik"])) * t["S"])),
+            "S_range": [float(t["S"][order[0]]), float(t["S"][order[-1]])],
+        }
     s_only["seed_S"] = SEED["S"]
     explained["s_only"] = s_only
     return out, explained
@@ -195,8 +228,14 @@ def _runs_2017(catalog, priors: dict, fits: dict, quick: bool) -> dict:
 def _variance() -> dict:
     from bigmali.runs_2017 import read_2017_table
 
-    return {str(n): {"sd": float(np.std(t["loglik"], ddof=1)), "mean": float(np.mean(t["loglik"])), "runs": int(t["loglik"].size)}
-            for n, t in ((n, read_2017_table(DATA / f)) for n, f in VARIANCE.items())}
+    return {
+        str(n): {
+            "sd": float(np.std(t["loglik"], ddof=1)),
+            "mean": float(np.mean(t["loglik"])),
+            "runs": int(t["loglik"].size),
+        }
+        for n, t in ((n, read_2017_table(DATA / f)) for n, f in VARIANCE.items())
+    }
 
 
 def _evidence(catalog, priors: dict, quick: bool) -> dict:
@@ -205,16 +244,38 @@ def _evidence(catalog, priors: dict, quick: bool) -> dict:
 
     n_draws = 1000 if quick else 4000
     table = compare_priors(catalog, priors, n_draws=n_draws, loo_draws=128 if quick else 256, seed=0)
-    out = {name: {k: row[k] for k in ("log_evidence", "error", "pareto_k", "ess", "elpd", "elpd_se", "elpd_diff",
-                                          "elpd_dse", "delta_log_evidence")} for name, row in table["priors"].items()}
-    repeats = [log_evidence(catalog, priors["2017-sampler"], n_draws=n_draws, seed=s).log_evidence
-               for s in range(1, 4 if quick else 6)]
+    out = {
+        name: {
+            k: row[k]
+            for k in (
+                "log_evidence",
+                "error",
+                "pareto_k",
+                "ess",
+                "elpd",
+                "elpd_se",
+                "elpd_diff",
+                "elpd_dse",
+                "delta_log_evidence",
+            )
+        }
+        for name, row in table["priors"].items()
+    }
+    repeats = [
+        log_evidence(catalog, priors["2017-sampler"], n_draws=n_draws, seed=s).log_evidence
+        for s in range(1, 4 if quick else 6)
+    ]
     checks = {"repeat_sd_2017-sampler": float(np.std(repeats, ddof=1)), "repeats_2017-sampler": repeats}
     mock = bigmali.simulate(priors["tinker10"], HYPERSEED, redshifts=catalog.z, n_halos=2000, seed=11)
     ref = quadrature_log_evidence(mock, priors["tinker10"], n_nodes=6)
     est = log_evidence(mock, priors["tinker10"], n_draws=n_draws, seed=0)
-    checks["check_2000_halos"] = {"gauss_hermite_6": ref, "importance": est.log_evidence, "error": est.error,
-                               "pareto_k": est.pareto_k, "difference_in_errors": (est.log_evidence - ref) / est.error}
+    checks["check_2000_halos"] = {
+        "gauss_hermite_6": ref,
+        "importance": est.log_evidence,
+        "error": est.error,
+        "pareto_k": est.pareto_k,
+        "difference_in_errors": (est.log_evidence - ref) / est.error,
+    }
     return out, checks
 
 
@@ -227,15 +288,23 @@ def _methods(catalog, prior, default_fit: dict, quick: bool, latent: bool, save,
     }
     if latent:  # one latent ln M per halo: 115,923 dimensions; ~30 min for 1 x (100 + 100) here
         cases["latent_mass nuts"] = dict(model="latent_mass", method="nuts", chains=1, warmup=100, draws=100)
-    out["collapsed nuts"] = {"z_scores": default_fit["z_scores"], "means": default_fit["means"], "sds": default_fit["sds"]}
+    out["collapsed nuts"] = {
+        "z_scores": default_fit["z_scores"],
+        "means": default_fit["means"],
+        "sds": default_fit["sds"],
+    }
     for name, kwargs in cases.items():
         start = time.perf_counter()
         run = bigmali.fit(catalog, prior=prior, seed=0, progress=False, mass_draws=0, log_likelihood=0, **kwargs)
         res = summary(run, truth="hyperseed", influence=False)
         p = res["parameters"]
-        out[name] = {"z_scores": {n: p[n]["z_score"] for n in HYPER_NAMES}, "means": {n: p[n]["mean"] for n in HYPER_NAMES},
-                     "sds": {n: p[n]["sd"] for n in HYPER_NAMES}, "weights": res.get("weights"),
-                     "seconds": time.perf_counter() - start}
+        out[name] = {
+            "z_scores": {n: p[n]["z_score"] for n in HYPER_NAMES},
+            "means": {n: p[n]["mean"] for n in HYPER_NAMES},
+            "sds": {n: p[n]["sd"] for n in HYPER_NAMES},
+            "weights": res.get("weights"),
+            "seconds": time.perf_counter() - start,
+        }
         save()
     return out
 
@@ -248,24 +317,34 @@ def _print(result: dict) -> None:
     print("\n== the seed's z-scores ((seed - mean) / sd), PPC and prior-data conflict")
     for label, f in (("default prior (Tinker10)", d), ("matched bigmali mock", m), ("explained (2017-sampler)", e)):
         pc = f["prior_conflict"]
-        print(f"{label:<28}{zline(f['z_scores'])}  PPC p {f['ppc_p_value']:.3f}  by-L max|res| "
-              f"{f['ppc_by_luminosity']['max_abs_standardised']:.1f}  conflict {pc['conflict']} "
-              f"(max psense prior {max(v['prior'] for v in pc['psense'].values()):.3f}, "
-              f"max hyperprior distance {pc['max_abs_distance']:.1f})")
-    print(f"explained: quantiles {e['quantiles']}, R-hat max {e['r_hat_max']:.4f}, bulk ESS min {e['ess_bulk_min']:.0f}")
+        print(
+            f"{label:<28}{zline(f['z_scores'])}  PPC p {f['ppc_p_value']:.3f}  by-L max|res| "
+            f"{f['ppc_by_luminosity']['max_abs_standardised']:.1f}  conflict {pc['conflict']} "
+            f"(max psense prior {max(v['prior'] for v in pc['psense'].values()):.3f}, "
+            f"max hyperprior distance {pc['max_abs_distance']:.1f})"
+        )
+    print(
+        f"explained: quantiles {e['quantiles']}, R-hat max {e['r_hat_max']:.4f}, bulk ESS min {e['ess_bulk_min']:.0f}"
+    )
     print("\n== candidate causes (Laplace fit: the seed's z-scores)")
     for name, c in result["candidates"].items():
         print(f"{name:<55}{zline(c['z_scores'])}  ln Z {c['log_evidence']:.1f}")
     print("\n== evidence")
     for name, row in result["evidence"].items():
-        print(f"{name:<16} ln Z {row['log_evidence']:.3f} +- {row['error']:.3f} (k-hat {row['pareto_k']:.2f}), "
-              f"elpd {row['elpd']:.1f} +- {row['elpd_se']:.1f}, elpd_diff {row['elpd_diff']:.1f} +- {row['elpd_dse']:.1f}")
+        print(
+            f"{name:<16} ln Z {row['log_evidence']:.3f} +- {row['error']:.3f} (k-hat {row['pareto_k']:.2f}), "
+            f"elpd {row['elpd']:.1f} +- {row['elpd_se']:.1f}, elpd_diff {row['elpd_diff']:.1f} +- {row['elpd_dse']:.1f}"
+        )
     checks = result["evidence_checks"]
-    print(f"repeat sd (2017-sampler): {checks['repeat_sd_2017-sampler']:.3f}; 2,000-halo check: {checks['check_2000_halos']}")
+    print(
+        f"repeat sd (2017-sampler): {checks['repeat_sd_2017-sampler']:.3f}; 2,000-halo check: {checks['check_2000_halos']}"
+    )
     print("\n== 2017 runs read back")
     for name, r in result["runs_2017"].items():
-        print(f"{name:<22} draws {r['n_draws']:>5}  ESS {r['ess']:.2f}  k-hat {r['pareto_k']:.1f}  max share "
-              f"{r['max_share']:.3f}  heaviest {r['heaviest']}")
+        print(
+            f"{name:<22} draws {r['n_draws']:>5}  ESS {r['ess']:.2f}  k-hat {r['pareto_k']:.1f}  max share "
+            f"{r['max_share']:.3f}  heaviest {r['heaviest']}"
+        )
         for k, v in r["heaviest_in_posterior_sds"].items():
             print(f"{'':<24}heaviest in the {k} posterior: {zline(v)}")
     print("rescored:", json.dumps(_jsonable(result["runs_2017_explained"]["rescored_bigmaliprior"])))
@@ -286,8 +365,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer draws (never a smaller catalog)")
     parser.add_argument("--json", default=None, metavar="FILE")
     parser.add_argument("--figures", default=None, metavar="DIR", help="write the PPC-by-luminosity figures here")
-    parser.add_argument("--latent", action="store_true",
-                        help="also fit latent_mass NUTS on the whole catalog (1 chain x (100 + 100); about 30 min)")
+    parser.add_argument(
+        "--latent",
+        action="store_true",
+        help="also fit latent_mass NUTS on the whole catalog (1 chain x (100 + 100); about 30 min)",
+    )
     args = parser.parse_args()
     figures = Path(args.figures) if args.figures else None
     if figures:
@@ -309,9 +391,12 @@ def main() -> None:
     run_m, seconds = _nuts(mock, priors["tinker10"], "tinker10", args.quick)
     result["matched"] = {**_diagnosed(run_m, priors["tinker10"], figures, "matched"), "seconds": seconds}
     run_e, seconds = _nuts(catalog, priors["2017-sampler"], "2017-sampler", args.quick)
-    result["explained"] = {"mass_prior": "2017-sampler: the distribution the 2017 sampler drew the catalog's masses "
-                                         "from (hmf Tinker10 with each knot's density used as its probability)",
-                           **_diagnosed(run_e, priors["2017-sampler"], figures, "explained"), "seconds": seconds}
+    result["explained"] = {
+        "mass_prior": "2017-sampler: the distribution the 2017 sampler drew the catalog's masses "
+        "from (hmf Tinker10 with each knot's density used as its probability)",
+        **_diagnosed(run_e, priors["2017-sampler"], figures, "explained"),
+        "seconds": seconds,
+    }
     save()
     print(f"[{time.perf_counter() - start:.0f} s] fits done", flush=True)
     result["candidates"] = _candidates(catalog)
@@ -320,8 +405,9 @@ def main() -> None:
     result["evidence"], result["evidence_checks"] = _evidence(catalog, priors, args.quick)
     save()
     print(f"[{time.perf_counter() - start:.0f} s] evidence done", flush=True)
-    result["runs_2017"], result["runs_2017_explained"] = _runs_2017(catalog, priors, {"default": result["default"], "explained": result["explained"]},
-                                     args.quick)
+    result["runs_2017"], result["runs_2017_explained"] = _runs_2017(
+        catalog, priors, {"default": result["default"], "explained": result["explained"]}, args.quick
+    )
     result["likelihood_variance_2017"] = _variance()
     save()
     print(f"[{time.perf_counter() - start:.0f} s] 2017 runs done", flush=True)

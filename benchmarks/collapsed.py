@@ -22,7 +22,7 @@ import numpy as np
 
 import bigmali
 from bigmali.diagnostics import format_summary, summary
-from bigmali.models import quadrature as Q
+from bigmali.likelihood import quadrature as Q
 from bigmali.relation import HYPERSEED, Hyper
 
 
@@ -50,37 +50,56 @@ def main() -> None:
     if not args.skip_reference:
         start = time.perf_counter()
         ref = Q.reference_log_likelihood_halos(HYPERSEED, catalog.z, catalog.lum_obs, prior, n_points=10_000)
-        print(f"brute-force Simpson, 1e4 masses: {ref.sum():.4f} ({time.perf_counter() - start:.0f} s); "
-              f"fast - reference = {total - ref.sum():+.5f} (target |.| <= 0.01)")
-    exact = float(jnp.sum(Q.log_likelihood_halos(HYPERSEED, Q.prepare(catalog.z, catalog.lum_obs, prior, gl_order=20),
-                                                 Q.QuadratureConfig(n_grid=2000))))
+        print(
+            f"brute-force Simpson, 1e4 masses: {ref.sum():.4f} ({time.perf_counter() - start:.0f} s); "
+            f"fast - reference = {total - ref.sum():+.5f} (target |.| <= 0.01)"
+        )
+    exact = float(
+        jnp.sum(
+            Q.log_likelihood_halos(
+                HYPERSEED, Q.prepare(catalog.z, catalog.lum_obs, prior, gl_order=20), Q.QuadratureConfig(n_grid=2000)
+            )
+        )
+    )
     print(f"exact (GL-20 per knot interval, 2000-point grid): fast - exact = {total - exact:+.2e}")
 
     theta = jnp.array(HYPERSEED)
     value = jax.jit(lambda th: Q.log_likelihood(Hyper(*th), data))
     value_grad = jax.jit(jax.value_and_grad(lambda th: Q.log_likelihood(Hyper(*th), data)))
-    print(f"log-likelihood: median {median_ms(value, theta):.2f} ms; value + gradient: median "
-          f"{median_ms(value_grad, theta):.2f} ms (target <= 10 ms, float64)")
+    print(
+        f"log-likelihood: median {median_ms(value, theta):.2f} ms; value + gradient: median "
+        f"{median_ms(value_grad, theta):.2f} ms (target <= 10 ms, float64)"
+    )
 
     start = time.perf_counter()
     svi = bigmali.fit(catalog, prior=prior, method="svi", steps=3000, progress=False, mass_draws=0)
-    print(f"\nSVI AutoMultivariateNormal, 3000 steps: {time.perf_counter() - start:.1f} s (target <= 60 s); "
-          f"converged: {svi.attrs['config']}")
+    print(
+        f"\nSVI AutoMultivariateNormal, 3000 steps: {time.perf_counter() - start:.1f} s (target <= 60 s); "
+        f"converged: {svi.attrs['config']}"
+    )
     print(format_summary(summary(svi, truth="hyperseed")))
 
     if not args.skip_nuts:
         start = time.perf_counter()
-        run = bigmali.fit(catalog, prior=prior, method="nuts", chains=4, warmup=1000, draws=1000, progress=False, mass_draws=0)
+        run = bigmali.fit(
+            catalog, prior=prior, method="nuts", chains=4, warmup=1000, draws=1000, progress=False, mass_draws=0
+        )
         wall = time.perf_counter() - start
         result = summary(run, truth="hyperseed")
         steps = np.asarray(run["sample_stats"]["n_steps"])
-        print(f"\ncollapsed NUTS 4 x (1000 warmup + 1000 draws): {wall:.1f} s wall including compilation (target <= 180 s); "
-              f"{steps.mean():.2f} leapfrog steps per draw; {result['divergences']} divergences")
+        print(
+            f"\ncollapsed NUTS 4 x (1000 warmup + 1000 draws): {wall:.1f} s wall including compilation (target <= 180 s); "
+            f"{steps.mean():.2f} leapfrog steps per draw; {result['divergences']} divergences"
+        )
         print(format_summary(result))
         nuts = result["parameters"]
-        print("SVI vs NUTS: mean difference in NUTS sd, sd ratio: " + ", ".join(
-            f"{k} {(e['mean'] - nuts[k]['mean']) / nuts[k]['sd']:+.3f}, {e['sd'] / nuts[k]['sd']:.3f}"
-            for k, e in summary(svi)["parameters"].items()))
+        print(
+            "SVI vs NUTS: mean difference in NUTS sd, sd ratio: "
+            + ", ".join(
+                f"{k} {(e['mean'] - nuts[k]['mean']) / nuts[k]['sd']:+.3f}, {e['sd'] / nuts[k]['sd']:.3f}"
+                for k, e in summary(svi)["parameters"].items()
+            )
+        )
     print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -36,8 +36,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()}, {jax.device_count()} JAX device(s), Python {platform.python_version()}, "
-          f"jax {jax.__version__}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {jax.device_count()} JAX device(s), Python {platform.python_version()}, "
+        f"jax {jax.__version__}"
+    )
 
     prior = bigmali.load_mass_prior()
     linear = bigmali.load_mass_prior(z_interp="linear")
@@ -47,7 +49,9 @@ def main() -> None:
 
     shipped = mass_function.read_table(mass_function.shipped_path(mass_function.TableSpec()))
     fresh = mass_function.compute_table()
-    print(f"shipped table vs fresh hmf {fresh.meta['hmf_version']}: max relative difference {np.abs(shipped.dndm / fresh.dndm - 1).max():.2e}")
+    print(
+        f"shipped table vs fresh hmf {fresh.meta['hmf_version']}: max relative difference {np.abs(shipped.dndm / fresh.dndm - 1).max():.2e}"
+    )
 
     pvals = []
     for b, z in enumerate(np.asarray(prior.z_grid)):
@@ -59,21 +63,31 @@ def main() -> None:
     u = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), (100_000,)))
     mass = np.asarray(prior.mass)[2:-2]
     prob = np.asarray(prior.density)[9, 2:-2]
-    wrong = np.interp(u, np.concatenate([[0], np.cumsum(prob / prob.sum()), [1]]), np.concatenate([[mass[0] - 1], mass, [mass[-1] + 1]]))
+    wrong = np.interp(
+        u,
+        np.concatenate([[0], np.cumsum(prob / prob.sum()), [1]]),
+        np.concatenate([[mass[0] - 1], mass, [mass[-1] + 1]]),
+    )
     off = np.exp(np.asarray(sample_ln_mass(prior, jax.random.PRNGKey(5), jnp.full(100_000, float(prior.z_grid[10])))))
     cdf9 = lambda m: np.asarray(cdf_mass(prior, m, z9))  # noqa: E731
-    print(f"wrong samplers at bin 9: 2017 cumsum sampler p = {stats.kstest(wrong, cdf9).pvalue:.2e}; "
-          f"off-by-one bin p = {stats.kstest(off, cdf9).pvalue:.2e}")
+    print(
+        f"wrong samplers at bin 9: 2017 cumsum sampler p = {stats.kstest(wrong, cdf9).pvalue:.2e}; "
+        f"off-by-one bin p = {stats.kstest(off, cdf9).pvalue:.2e}"
+    )
 
     mock = bigmali.simulate(prior, n_halos=100_000, seed=1)
     resid = np.log(mock.lum_obs) - np.asarray(relation.ln_mu_L(jnp.log(mock.mass), mock.z, relation.HYPERSEED))
     sigma = math.hypot(relation.HYPERSEED.S, relation.SIGMA_OBS)
     n = resid.size
-    print(f"1e5-halo mock residuals ln L_obs - ln mu_L: mean {resid.mean():+.5f} ({resid.mean() / (sigma / math.sqrt(n)):+.2f} SE), "
-          f"std {resid.std(ddof=1):.5f} vs {sigma:.5f} ({(resid.std(ddof=1) - sigma) / (sigma / math.sqrt(2 * n)):+.2f} SE)")
+    print(
+        f"1e5-halo mock residuals ln L_obs - ln mu_L: mean {resid.mean():+.5f} ({resid.mean() / (sigma / math.sqrt(n)):+.2f} SE), "
+        f"std {resid.std(ddof=1):.5f} vs {sigma:.5f} ({(resid.std(ddof=1) - sigma) / (sigma / math.sqrt(2 * n)):+.2f} SE)"
+    )
 
     _, _, expected = lightcone.redshift_distribution(prior, lightcone.square_field(40))
-    print(f"40 x 40 arcmin lightcone to z = 3.5: {expected:.0f} halos expected vs 115919 in 2017 (ratio {expected / 115919:.2f})")
+    print(
+        f"40 x 40 arcmin lightcone to z = 3.5: {expected:.0f} halos expected vs 115919 in 2017 (ratio {expected / 115919:.2f})"
+    )
 
     times_api = []
     for seed in range(args.repeats):
@@ -85,8 +99,11 @@ def main() -> None:
         exe = str(Path(sys.executable).with_name("bigmali"))
         for seed in range(args.repeats):
             start = time.perf_counter()
-            subprocess.run([exe, "simulate", "--out", f"{tmp}/m{seed}.fits", "--n-halos", "115919", "--seed", str(seed)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [exe, "simulate", "--out", f"{tmp}/m{seed}.fits", "--n-halos", "115919", "--seed", str(seed)],
+                check=True,
+                capture_output=True,
+            )
             times_cli.append(time.perf_counter() - start)
         fits = bigmali.read_catalog(f"{tmp}/m0.fits")
         import warnings
@@ -96,9 +113,11 @@ def main() -> None:
             bigmali.write_catalog(fits, f"{tmp}/m0.txt")
         text = bigmali.read_catalog(f"{tmp}/m0.txt")
         same = all(np.array_equal(text.table[c], fits.table[c]) for c in text.table.colnames)
-    print(f"simulate 115919 halos: API median {statistics.median(times_api):.2f} s, "
-          f"`bigmali simulate` (process start, import, write FITS) median {statistics.median(times_cli):.2f} s "
-          f"over {args.repeats} runs (target < 10 s)")
+    print(
+        f"simulate 115919 halos: API median {statistics.median(times_api):.2f} s, "
+        f"`bigmali simulate` (process start, import, write FITS) median {statistics.median(times_cli):.2f} s "
+        f"over {args.repeats} runs (target < 10 s)"
+    )
     print(f"FITS -> 2017 text -> read: every value identical: {same}")
 
 

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import bigmali
-from bigmali.inference import halo_likelihood as H
-from bigmali.inference.is_likelihood import is_log_likelihood
-from bigmali.models import quadrature as Q
+from bigmali.likelihood import quadrature as Q
+from bigmali.likelihood import single_halo as H
+from bigmali.likelihood.catalog_is import is_log_likelihood
 from bigmali.relation import ALPHA3, HYPER_NAMES, HYPERPRIOR_MEAN, HYPERSEED, SIGMA_OBS, Hyper
 
 SECTIONS = ("halo", "speed", "noise", "prior", "proposal", "pmmh", "nuts_is")
@@ -52,8 +52,12 @@ def test_halos(catalog):
     r = np.log(catalog.lum_obs)
     counts, edges = np.histogram(r, 200)
     peak = 0.5 * (edges[counts.argmax()] + edges[counts.argmax() + 1])
-    return {"typical": int(np.argmin(abs(r - np.median(r)))), "low outlier": int(np.argmin(r)),
-            "peak": int(np.argmin(abs(r - peak))), "high outlier": int(np.argmax(r))}
+    return {
+        "typical": int(np.argmin(abs(r - np.median(r)))),
+        "low outlier": int(np.argmin(r)),
+        "peak": int(np.argmin(abs(r - peak))),
+        "high outlier": int(np.argmax(r)),
+    }
 
 
 def section_halo(catalog, prior):
@@ -75,17 +79,31 @@ def section_halo(catalog, prior):
     }
     print(f"{'halo':<14}{'L_obs':>11}{'z':>6}{'ln P (answer key)':>19}{'exact - key':>13}")
     for j, (name, i) in enumerate(picks.items()):
-        print(f"{name:<14}{catalog.lum_obs[i]:>11.4g}{catalog.z[i]:>6.2f}{answer[j]:>19.5f}{exact[j] - answer[j]:>13.2e}")
+        print(
+            f"{name:<14}{catalog.lum_obs[i]:>11.4g}{catalog.z[i]:>6.2f}{answer[j]:>19.5f}{exact[j] - answer[j]:>13.2e}"
+        )
     print(f"{'method':<22}" + "".join(f"{name:>26}" for name in picks))
     for label, est in methods.items():
         ratio = np.exp(np.asarray(est.log_like) - answer)
         n_eff = np.asarray(est.n_eff)
-        cells = "".join(f"{f'{ratio[j]:.4f}' + ('' if np.isnan(n_eff[j]) else f' (n_eff {n_eff[j]:.0f})'):>26}" for j in range(len(picks)))
+        cells = "".join(
+            f"{f'{ratio[j]:.4f}' + ('' if np.isnan(n_eff[j]) else f' (n_eff {n_eff[j]:.0f})'):>26}"
+            for j in range(len(picks))
+        )
         print(f"{label:<22}{cells}")
     seeds = 20
     print(f"IS 1e4 without clipping over {seeds} seeds: mean and sd of the ratio to the answer key")
-    ratios = np.array([np.exp(np.asarray(H.importance_sampling(jax.random.PRNGKey(s), HYPERSEED, data, prior, n=10_000,
-                                                                 clip=False).log_like) - answer) for s in range(seeds)])
+    ratios = np.array(
+        [
+            np.exp(
+                np.asarray(
+                    H.importance_sampling(jax.random.PRNGKey(s), HYPERSEED, data, prior, n=10_000, clip=False).log_like
+                )
+                - answer
+            )
+            for s in range(seeds)
+        ]
+    )
     print("  " + ", ".join(f"{name}: {m:.4f} +- {s:.4f}" for name, m, s in zip(picks, ratios.mean(0), ratios.std(0))))
 
 
@@ -116,8 +134,12 @@ def numpy_2017(catalog, prior, hyper: Hyper, n: int, rng) -> float:
         def lognormal(x, mu, sigma):
             return np.exp(-0.5 * (np.log(x / mu) / sigma) ** 2) / (x * sigma * math.sqrt(2 * math.pi))
 
-        w = (lognormal(lobs, lum, SIGMA_OBS) * lognormal(lum, mu_l, s) * p_m
-             / (lognormal(lum, lobs, SIGMA_OBS) * lognormal(m, mu_m, s_q)))
+        w = (
+            lognormal(lobs, lum, SIGMA_OBS)
+            * lognormal(lum, mu_l, s)
+            * p_m
+            / (lognormal(lum, lobs, SIGMA_OBS) * lognormal(m, mu_m, s_q))
+        )
         total += float(np.sum(np.log(np.mean(w, axis=0))))
     return total
 
@@ -142,10 +164,14 @@ def section_speed(catalog, prior):
         numpy_times.append(time.perf_counter() - t)
     numpy_s = statistics.median(numpy_times)
     n_terms = len(catalog) * 100
-    print(f"bigmali (JAX, float64): median {jax_s:.3f} s over 7 ({min(times):.3f}-{max(times):.3f}); "
-          f"{n_terms / jax_s / 1e6:.1f} M halo-samples/s")
-    print(f"plain NumPy 2017 algorithm: median {numpy_s:.3f} s over 3; {n_terms / numpy_s / 1e6:.2f} M halo-samples/s; "
-          f"its value {statistics.mean(values):.1f}")
+    print(
+        f"bigmali (JAX, float64): median {jax_s:.3f} s over 7 ({min(times):.3f}-{max(times):.3f}); "
+        f"{n_terms / jax_s / 1e6:.1f} M halo-samples/s"
+    )
+    print(
+        f"plain NumPy 2017 algorithm: median {numpy_s:.3f} s over 3; {n_terms / numpy_s / 1e6:.2f} M halo-samples/s; "
+        f"its value {statistics.mean(values):.1f}"
+    )
     print(f"speed-up over NumPy: {numpy_s / jax_s:.1f}x; the 2017 C++ took ~7 s on a 2.4 GHz laptop")
 
 
@@ -164,8 +190,11 @@ def section_noise(catalog, prior, seeds: int, seeds_10k: int):
                 t = time.perf_counter()
                 values.append(float(f(jax.random.PRNGKey(1000 + s))))
                 times.append(time.perf_counter() - t)
-            print(f"{n:>7}{str(clip):>6}{k:>7}{np.std(values, ddof=1):>10.2f}{np.mean(values) - exact:>15.2f}"
-                  f"{statistics.median(times):>12.2f}", flush=True)
+            print(
+                f"{n:>7}{str(clip):>6}{k:>7}{np.std(values, ddof=1):>10.2f}{np.mean(values) - exact:>15.2f}"
+                f"{statistics.median(times):>12.2f}",
+                flush=True,
+            )
 
 
 def reference_run(catalog, prior, path):
@@ -177,33 +206,57 @@ def reference_run(catalog, prior, path):
 
 def shifts(run, ref) -> str:
     got, base = bigmali.summary(run), bigmali.summary(ref)
-    return ", ".join(f"{n} {(got['parameters'][n]['mean'] - base['parameters'][n]['mean']) / base['parameters'][n]['sd']:+.2f}"
-                     for n in HYPER_NAMES)
+    return ", ".join(
+        f"{n} {(got['parameters'][n]['mean'] - base['parameters'][n]['mean']) / base['parameters'][n]['sd']:+.2f}"
+        for n in HYPER_NAMES
+    )
 
 
 def section_prior(catalog, prior, ref, k_is: int):
     print("\n== scheme (a), the 2017 scheme: hyperprior draws weighted by the likelihood ==")
     for likelihood, k, extra in (("exact", 10_000, {}), ("is", k_is, {"is_samples": 100, "is_clip": True})):
-        run = bigmali.fit(catalog, prior=prior, method="is_prior", n_hyper=k, is_likelihood=likelihood, progress=False,
-                          mass_draws=0, log_likelihood=0, **extra)
+        run = bigmali.fit(
+            catalog,
+            prior=prior,
+            method="is_prior",
+            n_hyper=k,
+            is_likelihood=likelihood,
+            progress=False,
+            mass_draws=0,
+            log_likelihood=0,
+            **extra,
+        )
         w = bigmali.summary(run)["weights"]
         lw = np.asarray(run["sample_stats"]["log_weight_raw"]).ravel()
         best = int(np.argmax(lw))
         ref_s = bigmali.summary(ref)["parameters"]
-        dist = ", ".join(f"{n} {(float(np.ravel(run['posterior'][n])[best]) - ref_s[n]['mean']) / ref_s[n]['sd']:+.1f}"
-                         for n in HYPER_NAMES)
+        dist = ", ".join(
+            f"{n} {(float(np.ravel(run['posterior'][n])[best]) - ref_s[n]['mean']) / ref_s[n]['sd']:+.1f}"
+            for n in HYPER_NAMES
+        )
         ll = np.asarray(run["sample_stats"]["log_likelihood_estimate"]).ravel()
-        print(f"K = {k}, likelihood {likelihood}{' (n=100, clipped)' if extra else ''}: {run.attrs['seconds']:.1f} s; "
-              f"weight ESS {w['ess']:.2f}, largest share {w['max_share']:.4f}, Pareto k-hat {w['pareto_k']:.2f}")
+        print(
+            f"K = {k}, likelihood {likelihood}{' (n=100, clipped)' if extra else ''}: {run.attrs['seconds']:.1f} s; "
+            f"weight ESS {w['ess']:.2f}, largest share {w['max_share']:.4f}, Pareto k-hat {w['pareto_k']:.2f}"
+        )
         print(f"  heaviest draw, in collapsed-NUTS posterior sds from its mean: {dist}")
-        print(f"  its ln L {ll[best]:.1f}; the two largest ln L differ by {np.sort(ll)[-1] - np.sort(ll)[-2]:.1f}; "
-              f"spread of ln L over the draws (sd) {np.std(ll):.1f}")
+        print(
+            f"  its ln L {ll[best]:.1f}; the two largest ln L differ by {np.sort(ll)[-1] - np.sort(ll)[-2]:.1f}; "
+            f"spread of ln L over the draws (sd) {np.std(ll):.1f}"
+        )
     data = Q.prepare(catalog.z, catalog.lum_obs, prior)
     at_seed = float(Q.log_likelihood(HYPERSEED, data))
-    print(f"exact ln L at the hyperseed {at_seed:.1f}; at the collapsed posterior mean "
-          f"{float(Q.log_likelihood(Hyper(*(bigmali.summary(ref)['parameters'][n]['mean'] for n in HYPER_NAMES)), data)):.1f}")
-    print("collapsed NUTS on the same catalog: " + ", ".join(
-        f"{n} quantile {p['quantile']:.3f}" for n, p in bigmali.summary(ref, truth="hyperseed")["parameters"].items()))
+    print(
+        f"exact ln L at the hyperseed {at_seed:.1f}; at the collapsed posterior mean "
+        f"{float(Q.log_likelihood(Hyper(*(bigmali.summary(ref)['parameters'][n]['mean'] for n in HYPER_NAMES)), data)):.1f}"
+    )
+    print(
+        "collapsed NUTS on the same catalog: "
+        + ", ".join(
+            f"{n} quantile {p['quantile']:.3f}"
+            for n, p in bigmali.summary(ref, truth="hyperseed")["parameters"].items()
+        )
+    )
 
 
 def section_proposal(catalog, prior, ref):
@@ -211,36 +264,87 @@ def section_proposal(catalog, prior, ref):
     run = bigmali.fit(catalog, prior=prior, method="is_proposal", progress=False, mass_draws=0, log_likelihood=0)
     s = bigmali.summary(run, truth="hyperseed")
     w = s["weights"]
-    print(f"{run.attrs['seconds']:.1f} s; weight ESS {w['ess']:.1f}, largest share {w['max_share']:.5f}, Pareto k-hat {w['pareto_k']:.3f}")
+    print(
+        f"{run.attrs['seconds']:.1f} s; weight ESS {w['ess']:.1f}, largest share {w['max_share']:.5f}, Pareto k-hat {w['pareto_k']:.3f}"
+    )
     print(f"mean - NUTS mean, in NUTS sd: {shifts(run, ref)}")
-    print("sd / NUTS sd: " + ", ".join(f"{n} {s['parameters'][n]['sd'] / bigmali.summary(ref)['parameters'][n]['sd']:.3f}" for n in HYPER_NAMES))
+    print(
+        "sd / NUTS sd: "
+        + ", ".join(
+            f"{n} {s['parameters'][n]['sd'] / bigmali.summary(ref)['parameters'][n]['sd']:.3f}" for n in HYPER_NAMES
+        )
+    )
 
 
 def section_pmmh(catalog, prior, ref, iterations: int):
-    print(f"\n== scheme (c): pseudo-marginal MH on the IS likelihood (n=100), 1 chain x {iterations}, from the Laplace mode ==")
+    print(
+        f"\n== scheme (c): pseudo-marginal MH on the IS likelihood (n=100), 1 chain x {iterations}, from the Laplace mode =="
+    )
     for clip in (True, False):
-        run = bigmali.fit(catalog, prior=prior, method="pmmh", chains=1, warmup=0, draws=iterations, is_samples=100,
-                          is_clip=clip, progress=False, mass_draws=0, log_likelihood=0)
+        run = bigmali.fit(
+            catalog,
+            prior=prior,
+            method="pmmh",
+            chains=1,
+            warmup=0,
+            draws=iterations,
+            is_samples=100,
+            is_clip=clip,
+            progress=False,
+            mass_draws=0,
+            log_likelihood=0,
+        )
         s = bigmali.summary(run)
-        print(f"clip {clip}: {run.attrs['seconds']:.1f} s ({run.attrs['seconds'] / iterations:.2f} s per iteration); "
-              f"acceptance rate {s['acceptance_rate']:.3f}; mean - NUTS mean in NUTS sd: {shifts(run, ref)}")
+        print(
+            f"clip {clip}: {run.attrs['seconds']:.1f} s ({run.attrs['seconds'] / iterations:.2f} s per iteration); "
+            f"acceptance rate {s['acceptance_rate']:.3f}; mean - NUTS mean in NUTS sd: {shifts(run, ref)}"
+        )
 
 
 def section_nuts_is(prior, n_halos: int):
     print(f"\n== scheme (d): NUTS on the IS likelihood with fixed random numbers, {n_halos}-halo mock ==")
     catalog = bigmali.simulate(prior, n_halos=n_halos, seed=5)
-    ref = bigmali.fit(catalog, prior=prior, chains=2, warmup=500, draws=1000, progress=False, mass_draws=0, log_likelihood=0)
+    ref = bigmali.fit(
+        catalog, prior=prior, chains=2, warmup=500, draws=1000, progress=False, mass_draws=0, log_likelihood=0
+    )
     print("reference: collapsed NUTS 2 x (500 + 1000)")
     for n in (10, 30, 100, 300):
-        run = bigmali.fit(catalog, prior=prior, method="nuts_is", is_samples=n, is_clip=False, chains=1, warmup=150,
-                          draws=300, progress=False, mass_draws=0, log_likelihood=0)
+        run = bigmali.fit(
+            catalog,
+            prior=prior,
+            method="nuts_is",
+            is_samples=n,
+            is_clip=False,
+            chains=1,
+            warmup=150,
+            draws=300,
+            progress=False,
+            mass_draws=0,
+            log_likelihood=0,
+        )
         s = bigmali.summary(run)
         steps = float(np.mean(np.asarray(run["sample_stats"]["n_steps"])))
-        print(f"n = {n:>4} (no clip): {run.attrs['seconds']:.1f} s, {steps:.1f} steps/draw, {s['divergences']} divergences; "
-              f"mean - collapsed mean in collapsed sd: {shifts(run, ref)}", flush=True)
-    run = bigmali.fit(catalog, prior=prior, method="nuts_is", is_samples=100, is_clip=True, chains=1, warmup=150,
-                      draws=300, progress=False, mass_draws=0, log_likelihood=0)
-    print(f"n =  100 (2017 clip): {run.attrs['seconds']:.1f} s; mean - collapsed mean in collapsed sd: {shifts(run, ref)}")
+        print(
+            f"n = {n:>4} (no clip): {run.attrs['seconds']:.1f} s, {steps:.1f} steps/draw, {s['divergences']} divergences; "
+            f"mean - collapsed mean in collapsed sd: {shifts(run, ref)}",
+            flush=True,
+        )
+    run = bigmali.fit(
+        catalog,
+        prior=prior,
+        method="nuts_is",
+        is_samples=100,
+        is_clip=True,
+        chains=1,
+        warmup=150,
+        draws=300,
+        progress=False,
+        mass_draws=0,
+        log_likelihood=0,
+    )
+    print(
+        f"n =  100 (2017 clip): {run.attrs['seconds']:.1f} s; mean - collapsed mean in collapsed sd: {shifts(run, ref)}"
+    )
 
 
 def main() -> None:
@@ -254,8 +358,10 @@ def main() -> None:
     parser.add_argument("--nuts-is-halos", type=int, default=5000)
     args = parser.parse_args()
     sections = args.sections.split(",")
-    print(f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
-          f"python {platform.python_version()}, jax {jax.__version__}, float64 {jnp.zeros(1).dtype == jnp.float64}")
+    print(
+        f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), "
+        f"python {platform.python_version()}, jax {jax.__version__}, float64 {jnp.zeros(1).dtype == jnp.float64}"
+    )
     prior = bigmali.load_mass_prior()
     catalog = bigmali.simulate(prior, n_halos=115_919, seed=0)
     start = time.perf_counter()

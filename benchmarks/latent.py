@@ -65,14 +65,18 @@ def main() -> None:
     parser.add_argument("--reference", help="a saved collapsed NUTS run of the same mock")
     parser.add_argument("--save-reference", help="save the collapsed run fitted here")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, jax {jax.__version__}, "
-          f"devices {len(jax.devices())}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, jax {jax.__version__}, "
+        f"devices {len(jax.devices())}"
+    )
     prior = bigmali.load_mass_prior()
     catalog = bigmali.simulate(prior, n_halos=args.n_halos, seed=0)
     model = MODELS[args.model].model
     for centring in ("data", "none"):
-        print(f"{args.model} value+gradient, {centring}-centred, {args.n_halos} halos: "
-              f"{gradient_ms(model, catalog, prior, centring):.2f} ms (median)")
+        print(
+            f"{args.model} value+gradient, {centring}-centred, {args.n_halos} halos: "
+            f"{gradient_ms(model, catalog, prior, centring):.2f} ms (median)"
+        )
     if args.reference:
         reference = bigmali.load_run(args.reference)
     else:
@@ -81,21 +85,35 @@ def main() -> None:
         if args.save_reference:
             bigmali.save_run(reference, args.save_reference)
     ref = summary(reference)["parameters"]
-    run = bigmali.fit(catalog, model=args.model, method=args.method, prior=prior, chains=args.chains, warmup=args.warmup,
-                      draws=args.draws, chain_method=args.chain_method, progress=False, mass_draws=4)
+    run = bigmali.fit(
+        catalog,
+        model=args.model,
+        method=args.method,
+        prior=prior,
+        chains=args.chains,
+        warmup=args.warmup,
+        draws=args.draws,
+        chain_method=args.chain_method,
+        progress=False,
+        mass_draws=4,
+    )
     got = summary(run, truth="hyperseed")
     seconds = float(run.attrs["seconds"])
     steps = np.asarray(run["sample_stats"]["n_steps"])
-    print(f"{args.model} {args.method} {args.chains} x ({args.warmup} + {args.draws}), {args.chain_method}: {seconds:.1f} s, "
-          f"{steps.mean():.1f} leapfrog steps per draw, divergences {got['divergences']}")
+    print(
+        f"{args.model} {args.method} {args.chains} x ({args.warmup} + {args.draws}), {args.chain_method}: {seconds:.1f} s, "
+        f"{steps.mean():.1f} leapfrog steps per draw, divergences {got['divergences']}"
+    )
     worst = 0.0
     for name in HYPER_NAMES:
         p, r = got["parameters"][name], ref[name]
         shift = abs(p["mean"] - r["mean"]) / r["sd"]
         worst = max(worst, shift)
-        print(f"  {name:6s} mean {p['mean']:.5f} sd {p['sd']:.5f} | collapsed {r['mean']:.5f} sd {r['sd']:.5f} | "
-              f"shift {shift:.3f} sd | R-hat {p['r_hat']:.3f} ESS bulk {p['ess_bulk']:.0f} "
-              f"({p['ess_bulk'] / seconds:.3f}/s) | hyperseed quantile {p['quantile']:.3f}")
+        print(
+            f"  {name:6s} mean {p['mean']:.5f} sd {p['sd']:.5f} | collapsed {r['mean']:.5f} sd {r['sd']:.5f} | "
+            f"shift {shift:.3f} sd | R-hat {p['r_hat']:.3f} ESS bulk {p['ess_bulk']:.0f} "
+            f"({p['ess_bulk'] / seconds:.3f}/s) | hyperseed quantile {p['quantile']:.3f}"
+        )
     print(f"largest |mean - collapsed mean| / collapsed sd: {worst:.3f} (target <= 0.25)")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
 

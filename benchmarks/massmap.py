@@ -31,28 +31,44 @@ def main() -> None:
     parser.add_argument("--pixels", type=int, default=64)
     parser.add_argument("--zbins", default=None)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), jax {jax.__version__}")
+    print(
+        f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s), jax {jax.__version__}"
+    )
     prior = bigmali.load_mass_prior()
     catalog = bigmali.simulate(prior, n_halos=115_919, seed=0)
-    run = bigmali.load_run(args.reference) if args.reference else bigmali.fit(catalog, prior=prior, progress=False,
-                                                                              mass_draws=0, log_likelihood=0)
+    run = (
+        bigmali.load_run(args.reference)
+        if args.reference
+        else bigmali.fit(catalog, prior=prior, progress=False, mass_draws=0, log_likelihood=0)
+    )
     z_edges = [float(v) for v in args.zbins.split(",")] if args.zbins else None
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        summary = massmap(run, catalog, prior, out, n_draws=args.draws, n_pixels=args.pixels, z_edges=z_edges,
-                          progress=False)
+        summary = massmap(
+            run, catalog, prior, out, n_draws=args.draws, n_pixels=args.pixels, z_edges=z_edges, progress=False
+        )
         wall = time.perf_counter() - start
     print(json.dumps(summary, indent=2))
-    print(f"per-halo coverage: 68% interval {100 * summary['coverage_68']:.2f}% (nominal 68), "
-          f"95% interval {100 * summary['coverage_95']:.2f}% (nominal 95)")
-    print(f"RMSE of the posterior-mean log10 M: {summary['rmse_log10M']:.4f} dex; relation inverted "
-          f"{summary['rmse_log10M_naive']:.4f}; prior only {summary['rmse_log10M_prior_only']:.4f}")
-    print(f"lognormal fit: largest percentile error per halo, median {summary['lognormal_max_error_dex_median']:.4f} dex, "
-          f"95th percentile {summary['lognormal_max_error_dex_p95']:.4f} dex")
-    print(f"maps: pixel correlation of mean and truth {summary['pixel_corr']:.4f}; "
-          f"pixels whose true mass lies in their 68% band {100 * summary['pixel_coverage_68']:.1f}%")
-    print(f"pipeline wall time {wall:.1f} s for {args.draws} draws; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    print(
+        f"per-halo coverage: 68% interval {100 * summary['coverage_68']:.2f}% (nominal 68), "
+        f"95% interval {100 * summary['coverage_95']:.2f}% (nominal 95)"
+    )
+    print(
+        f"RMSE of the posterior-mean log10 M: {summary['rmse_log10M']:.4f} dex; relation inverted "
+        f"{summary['rmse_log10M_naive']:.4f}; prior only {summary['rmse_log10M_prior_only']:.4f}"
+    )
+    print(
+        f"lognormal fit: largest percentile error per halo, median {summary['lognormal_max_error_dex_median']:.4f} dex, "
+        f"95th percentile {summary['lognormal_max_error_dex_p95']:.4f} dex"
+    )
+    print(
+        f"maps: pixel correlation of mean and truth {summary['pixel_corr']:.4f}; "
+        f"pixels whose true mass lies in their 68% band {100 * summary['pixel_coverage_68']:.1f}%"
+    )
+    print(
+        f"pipeline wall time {wall:.1f} s for {args.draws} draws; peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB"
+    )
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-
 import bigmali
+from bigmali.datatree import load_run, run_catalog, save_run
 from bigmali.diagnostics.ppc import posterior_predictive_check
-from bigmali.inference import load_run, save_run
-from bigmali.inference.results import run_catalog
 from bigmali.mass_prior import load_mass_prior
+
 
 def _tinker10(frozen: bool = False, log10_mmin: float | None = None):
     """The default prior's hmf table, optionally reaching lower masses or frozen at z = 0."""
@@ -36,8 +35,14 @@ def _tinker10(frozen: bool = False, log10_mmin: float | None = None):
     dndm, abundance = table.dndm, table.number_density()
     if frozen:
         dndm, abundance = np.repeat(dndm[:1], len(table.z), axis=0), np.repeat(abundance[:1], len(table.z))
-    return build_mass_prior(table.z, table.m * H_2017, dndm, abundance=abundance, cosmology=spec.cosmology,
-                            description=f"Tinker10 WMAP5{' frozen at z=0' if frozen else ''} from 10^{spec.log10_mmin:.2f}")
+    return build_mass_prior(
+        table.z,
+        table.m * H_2017,
+        dndm,
+        abundance=abundance,
+        cosmology=spec.cosmology,
+        description=f"Tinker10 WMAP5{' frozen at z=0' if frozen else ''} from 10^{spec.log10_mmin:.2f}",
+    )
 
 
 CASES = {
@@ -77,8 +82,17 @@ def main() -> None:
         else:
             generating = CASES[name]() if callable(CASES[name]) else load_mass_prior(**CASES[name])
             catalog = bigmali.simulate(n_halos=args.n_halos, seed=args.seed, prior=generating)
-            run = bigmali.fit(catalog, prior=fit_prior, chains=args.chains, warmup=args.warmup, draws=args.draws,
-                              seed=args.seed, progress=False, mass_draws=0, log_likelihood=0)
+            run = bigmali.fit(
+                catalog,
+                prior=fit_prior,
+                chains=args.chains,
+                warmup=args.warmup,
+                draws=args.draws,
+                seed=args.seed,
+                progress=False,
+                mass_draws=0,
+                log_likelihood=0,
+            )
         fit_s = time.perf_counter() - start
         if args.save_dir and not (args.reuse and saved.exists()):
             from bigmali.catalog import write_catalog
@@ -92,9 +106,11 @@ def main() -> None:
         s = bigmali.summary(run, truth="hyperseed")
         shifts = {k: round((v["mean"] - v["truth"]) / v["sd"], 2) for k, v in s["parameters"].items()}
         small = sum(p < 0.01 for p in ppc.p_value_by_bin)
-        print(f"{name:<28} p = {ppc.p_value:.3f}; bins with p < 0.01: {small} of {len(ppc.p_value_by_bin)}; "
-              f"min bin p {min(ppc.p_value_by_bin):.3f}; (mean - truth)/sd {shifts}; fit {fit_s:.0f} s, PPC {ppc_s:.1f} s",
-              flush=True)
+        print(
+            f"{name:<28} p = {ppc.p_value:.3f}; bins with p < 0.01: {small} of {len(ppc.p_value_by_bin)}; "
+            f"min bin p {min(ppc.p_value_by_bin):.3f}; (mean - truth)/sd {shifts}; fit {fit_s:.0f} s, PPC {ppc_s:.1f} s",
+            flush=True,
+        )
         results[name] = {"p_value": ppc.p_value, "p_value_by_bin": ppc.p_value_by_bin, "shift_sd": shifts}
     print(json.dumps(results))
 

@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 import bigmali
+from bigmali.datatree import load_run, save_run
 from bigmali.diagnostics.report import write_report
-from bigmali.inference import load_run, save_run
 
 
 def main() -> None:
@@ -46,12 +46,23 @@ def main() -> None:
         if profile:
             profile.disable()
         seconds.append(time.perf_counter() - start)
-        print(f"report {i + 1}: {seconds[-1]:.1f} s, {len(out['images'])} images, {out['html'].stat().st_size / 1e6:.1f} MB html",
-              flush=True)
+        print(
+            f"report {i + 1}: {seconds[-1]:.1f} s, {len(out['images'])} images, {out['html'].stat().st_size / 1e6:.1f} MB html",
+            flush=True,
+        )
     print(f"median {np.median(seconds):.1f} s over {len(seconds)} (target 60 s)")
     stats = pstats.Stats(profile)
-    for name in ("posterior_predictive_check", "_loo_section", "plot_ppc", "plot_trace_dist", "plot_rank", "_pair_figure",
-                 "convergence", "summary", "figure"):
+    for name in (
+        "posterior_predictive_check",
+        "_loo_section",
+        "plot_ppc",
+        "plot_trace_dist",
+        "plot_rank",
+        "_pair_figure",
+        "convergence",
+        "summary",
+        "figure",
+    ):
         hits = [(k, v) for k, v in stats.stats.items() if k[2] == name]
         if hits:
             print(f"  {name:<28} {max(v[3] for _, v in hits):6.1f} s (cumulative, last run)")

@@ -31,8 +31,10 @@ def main() -> None:
     wall = time.perf_counter() - start
     plot = plot_sbc(result, args.out.rsplit(".", 1)[0] + ".png")
     print(format_sbc(result))
-    print(f"wall clock of this invocation: {wall:.1f} s; per dataset: median {np.median(result.seconds):.2f} s, "
-          f"total {result.seconds.sum():.1f} s over {result.dataset.size} datasets")
+    print(
+        f"wall clock of this invocation: {wall:.1f} s; per dataset: median {np.median(result.seconds):.2f} s, "
+        f"total {result.seconds.sum():.1f} s over {result.dataset.size} datasets"
+    )
     uniformity = result.uniformity()
     print(json.dumps({"rejected": [k for k, v in uniformity.items() if v["rejected"]], "uniformity": uniformity}))
     print(f"wrote {plot}")

@@ -70,7 +70,15 @@ TEXT_2017_COLUMNS = ("z", "lum_obs", "mass", "ra", "dec")
 DEFAULT_Z_MAX = Z_GRID_2017[-1]
 """Largest redshift of the default (2017) mass prior."""
 
-_FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".ecsv": "ecsv", ".csv": "csv", ".txt": "2017", ".dat": "2017"}
+_FORMATS = {
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
+    ".ecsv": "ecsv",
+    ".csv": "csv",
+    ".txt": "2017",
+    ".dat": "2017",
+}
 _ASTROPY_FORMAT = {"fits": "fits", "ecsv": "ascii.ecsv", "csv": "ascii.csv"}
 
 
@@ -156,8 +164,10 @@ def _catalog_unit(values: np.ndarray, unit, name: str, where: str) -> tuple[np.n
         return (values * unit).to_value(u.dimensionless_unscaled), None
     if unit.is_equivalent(u.erg / u.s):
         raise ValueError(f"{head}: " + _LUMINOSITY_REFUSED.format(unit=repr(text)))
-    raise ValueError(f"{head}, which is not a luminosity (a flux or a magnitude needs a distance and a band "
-                     "to become one); give luminosities on the 2017 catalogs' scale, without a unit")
+    raise ValueError(
+        f"{head}, which is not a luminosity (a flux or a magnitude needs a distance and a band "
+        "to become one); give luminosities on the 2017 catalogs' scale, without a unit"
+    )
 
 
 def _check_names(names, where: str) -> None:
@@ -165,18 +175,23 @@ def _check_names(names, where: str) -> None:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"{where}column {name!r} appears twice (columns {seen[name] + 1} and {i + 1}); "
-                             "rename one of them")
+            raise ValueError(
+                f"{where}column {name!r} appears twice (columns {seen[name] + 1} and {i + 1}); rename one of them"
+            )
         seen[name] = i
     for wanted in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
         lookalikes = [n for n in names if n != wanted and n.strip().lower() == wanted]
         if lookalikes:
             other = lookalikes[0]
             if wanted in seen:
-                raise ValueError(f"{where}columns {wanted!r} and {other!r} differ only in case or spaces: it is "
-                                 f"ambiguous which one is the catalog's {wanted!r}; rename or remove {other!r}")
-            raise ValueError(f"{where}column {other!r} looks like the catalog column {wanted!r}, but names are matched "
-                             f"exactly: rename it to {wanted!r} (or to another name if it is something else)")
+                raise ValueError(
+                    f"{where}columns {wanted!r} and {other!r} differ only in case or spaces: it is "
+                    f"ambiguous which one is the catalog's {wanted!r}; rename or remove {other!r}"
+                )
+            raise ValueError(
+                f"{where}column {other!r} looks like the catalog column {wanted!r}, but names are matched "
+                f"exactly: rename it to {wanted!r} (or to another name if it is something else)"
+            )
 
 
 def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, source: str | None = None) -> Table:
@@ -209,7 +224,9 @@ def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, sourc
         bad = ~np.isfinite(values)
         if bad.any():
             row, more = _first_bad(bad)
-            raise ValueError(f"{where}column {name!r}, row {row}: value {float(values[row])!r} is not finite{_more(more)}")
+            raise ValueError(
+                f"{where}column {name!r}, row {row}: value {float(values[row])!r} is not finite{_more(more)}"
+            )
         checks = {
             "lum_obs": (values <= 0, "must be > 0 (luminosities are positive)"),
             "lum": (values <= 0, "must be > 0 (luminosities are positive)"),
@@ -260,13 +277,27 @@ class Catalog:
         self.table = validate_catalog(table, z_max=z_max, source=source)
 
     @classmethod
-    def from_arrays(cls, *, z, lum_obs, ra=None, dec=None, mass=None, lum=None, meta=None,
-                    z_max: float | None = DEFAULT_Z_MAX, **extra) -> "Catalog":
+    def from_arrays(
+        cls,
+        *,
+        z,
+        lum_obs,
+        ra=None,
+        dec=None,
+        mass=None,
+        lum=None,
+        meta=None,
+        z_max: float | None = DEFAULT_Z_MAX,
+        **extra,
+    ) -> Catalog:
         """Build a catalog from arrays; columns of different lengths raise ``ValueError``."""
         columns = {"z": z, "lum_obs": lum_obs, "ra": ra, "dec": dec, "mass": mass, "lum": lum, **extra}
         # Quantities keep their unit, so that validation converts or refuses it.
-        columns = {k: np.atleast_1d(v) if isinstance(v, u.Quantity) else np.atleast_1d(np.asarray(v))
-                   for k, v in columns.items() if v is not None}
+        columns = {
+            k: np.atleast_1d(v) if isinstance(v, u.Quantity) else np.atleast_1d(np.asarray(v))
+            for k, v in columns.items()
+            if v is not None
+        }
         lengths = {k: len(v) for k, v in columns.items()}
         if len(set(lengths.values())) > 1:
             longest = max(lengths, key=lengths.get)
@@ -400,7 +431,9 @@ def read_catalog(path, format: str | None = None, *, z_max: float | None = DEFAU
     path = Path(path)
     source = repr(str(path))
     if path.is_dir():
-        raise ValueError(f"cannot read catalog {source}: it is a directory; give a catalog file (.fits, .ecsv, .csv, .txt)")
+        raise ValueError(
+            f"cannot read catalog {source}: it is a directory; give a catalog file (.fits, .ecsv, .csv, .txt)"
+        )
     fmt = format or catalog_format(path)
     if not path.is_file():
         raise ValueError(f"cannot read catalog {source}: no such file")

@@ -94,18 +94,38 @@ def _hyper(text: str):
 def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
     """The mass-prior flags shared by every command that uses the prior."""
     group = parser.add_argument_group("mass prior")
-    group.add_argument("--mass-prior", default="tinker10", metavar="tinker10|2017-sampler|FILE",
-                       help="hmf mass function (default); 2017-sampler: the distribution the 2017 sampler drew "
-                            "the 2017 catalog's masses from (for that catalog, not a survey); or a table file "
-                            "with columns z, mass, density")
-    group.add_argument("--prior-density-per", choices=("M", "lnM"), default=None,
-                       help="for a table file: its density is per unit M or per unit ln M (required)")
-    group.add_argument("--hmf-model", default="Tinker10", metavar="NAME", help="hmf fitting function (default Tinker10)")
-    group.add_argument("--cosmology", default="WMAP5", metavar="NAME", help="astropy cosmology realization (default WMAP5)")
-    group.add_argument("--mass-convention", choices=("2017", "physical"), default="2017",
-                       help="2017: hmf masses x 0.73 as in 2017 (default); physical: divided by h")
-    group.add_argument("--z-interp", choices=("bins", "linear"), default="bins",
-                       help="bins: the 2017 redshift tables (default); linear: interpolate between tables")
+    group.add_argument(
+        "--mass-prior",
+        default="tinker10",
+        metavar="tinker10|2017-sampler|FILE",
+        help="hmf mass function (default); 2017-sampler: the distribution the 2017 sampler drew "
+        "the 2017 catalog's masses from (for that catalog, not a survey); or a table file "
+        "with columns z, mass, density",
+    )
+    group.add_argument(
+        "--prior-density-per",
+        choices=("M", "lnM"),
+        default=None,
+        help="for a table file: its density is per unit M or per unit ln M (required)",
+    )
+    group.add_argument(
+        "--hmf-model", default="Tinker10", metavar="NAME", help="hmf fitting function (default Tinker10)"
+    )
+    group.add_argument(
+        "--cosmology", default="WMAP5", metavar="NAME", help="astropy cosmology realization (default WMAP5)"
+    )
+    group.add_argument(
+        "--mass-convention",
+        choices=("2017", "physical"),
+        default="2017",
+        help="2017: hmf masses x 0.73 as in 2017 (default); physical: divided by h",
+    )
+    group.add_argument(
+        "--z-interp",
+        choices=("bins", "linear"),
+        default="bins",
+        help="bins: the 2017 redshift tables (default); linear: interpolate between tables",
+    )
 
 
 def prior_from_args(args):
@@ -128,8 +148,16 @@ def _cmd_simulate(args) -> int:
     if args.redshifts_from:
         source = read_catalog(args.redshifts_from, z_max=prior.z_max)
         redshifts, ra, dec = source.z, source.ra, source.dec
-    catalog = simulate(prior, hyper, field_arcmin=args.field_arcmin, n_halos=args.n_halos,
-                       redshifts=redshifts, ra=ra, dec=dec, seed=args.seed)
+    catalog = simulate(
+        prior,
+        hyper,
+        field_arcmin=args.field_arcmin,
+        n_halos=args.n_halos,
+        redshifts=redshifts,
+        ra=ra,
+        dec=dec,
+        seed=args.seed,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         write_catalog(catalog, args.out)
@@ -138,8 +166,10 @@ def _cmd_simulate(args) -> int:
     print(catalog.summary())
     if "N_EXPECT" in catalog.meta:
         expected = catalog.meta["N_EXPECT"]
-        print(f"expected: {expected:.1f} halos in the {args.field_arcmin:g} x {args.field_arcmin:g} arcmin field "
-              f"(the 2017 mock had {N_HALOS_2017}; ratio {expected / N_HALOS_2017:.2f})")
+        print(
+            f"expected: {expected:.1f} halos in the {args.field_arcmin:g} x {args.field_arcmin:g} arcmin field "
+            f"(the 2017 mock had {N_HALOS_2017}; ratio {expected / N_HALOS_2017:.2f})"
+        )
     print(f"hyper:    {', '.join(f'{k}={v!r}' for k, v in hyper._asdict().items())}")
     print(f"wrote {args.out} in {time.perf_counter() - start:.2f} s")
     return 0
@@ -176,15 +206,20 @@ def _cmd_prior(args) -> int:
 
 
 def _prior_options(args) -> dict:
-    return {"source": args.mass_prior, "hmf_model": args.hmf_model, "cosmology": args.cosmology,
-            "mass_convention": args.mass_convention, "z_interp": args.z_interp, "density_per": args.prior_density_per}
+    return {
+        "source": args.mass_prior,
+        "hmf_model": args.hmf_model,
+        "cosmology": args.cosmology,
+        "mass_convention": args.mass_convention,
+        "z_interp": args.z_interp,
+        "density_per": args.prior_density_per,
+    }
 
 
 def _fit_kwargs(args) -> dict:
-    return dict(chains=args.chains, warmup=args.warmup, draws=args.draws, target_accept=args.target_accept,
-                seed=args.seed, progress=not args.quiet, guide=args.guide, steps=args.steps,
-                learning_rate=args.learning_rate, mass_draws=args.mass_draws, is_samples=args.is_samples,
-                n_hyper=args.n_hyper, is_clip=not args.no_is_clip, is_likelihood=args.is_likelihood)
+    """The engine options the user gave (the rest keep their engines' defaults), seed and progress."""
+    given = {name: getattr(args, name) for name in args.engine_options if getattr(args, name) is not None}
+    return dict(seed=args.seed, progress=not args.quiet, mass_draws=args.mass_draws, **given)
 
 
 def _strict_json(value):
@@ -205,8 +240,9 @@ def _strict_json(value):
     return value
 
 
-def _print_summary(run, truth, as_json: bool, ppc: bool = False, prior=None, ppc_draws: int = 200,
-                   conflict: bool = False) -> None:
+def _print_summary(
+    run, truth, as_json: bool, ppc: bool = False, prior=None, ppc_draws: int = 200, conflict: bool = False
+) -> None:
     import json
 
     from bigmali.diagnostics import format_summary, summary
@@ -232,30 +268,43 @@ def _print_summary(run, truth, as_json: bool, ppc: bool = False, prior=None, ppc
 
 def _cmd_fit(args) -> int:
     from bigmali.catalog import read_catalog
+    from bigmali.datatree import save_run
     from bigmali.files import check_output_file
     from bigmali.fit import fit
-    from bigmali.inference import save_run
 
     check_output_file(args.out, overwrite=args.overwrite)
     prior = prior_from_args(args)
     catalog = read_catalog(args.catalog, z_max=prior.z_max)
-    run = fit(catalog, model=args.model, method=args.method, prior=prior, prior_options=_prior_options(args), **_fit_kwargs(args))
+    run = fit(
+        catalog,
+        model=args.model,
+        method=args.method,
+        prior=prior,
+        prior_options=_prior_options(args),
+        **_fit_kwargs(args),
+    )
     save_run(run, args.out)
     _print_summary(run, "hyperseed" if args.truth is None and "catalog_hyper" in run.attrs else args.truth, False)
     print(f"wrote {args.out}")
     return 0
 
 
-_PRIOR_FLAGS = {"source": "--mass-prior", "hmf_model": "--hmf-model", "cosmology": "--cosmology",
-                "mass_convention": "--mass-convention", "z_interp": "--z-interp", "density_per": "--prior-density-per"}
+_PRIOR_FLAGS = {
+    "source": "--mass-prior",
+    "hmf_model": "--hmf-model",
+    "cosmology": "--cosmology",
+    "mass_convention": "--mass-convention",
+    "z_interp": "--z-interp",
+    "density_per": "--prior-density-per",
+}
 
 
 def _run_prior(run, args, build: bool = True):
     """The prior flags' mass prior for a run that did not record its options; None (the
     recorded prior) otherwise. Prior flags that contradict the recorded options are an
     error, or with ``--force`` a warning and the flags' prior."""
+    from bigmali.datatree import attr_json
     from bigmali.fit import DEFAULT_PRIOR_OPTIONS
-    from bigmali.inference.results import attr_json
 
     recorded = attr_json(run, "prior_options")
     if not recorded:
@@ -273,23 +322,30 @@ def _run_prior(run, args, build: bool = True):
 
 
 def _cmd_summary(args) -> int:
-    from bigmali.inference import load_run
+    from bigmali.datatree import load_run
 
     run = load_run(args.run)
     has_catalog = "observed_data" in run.children
     ppc, conflict = not args.no_ppc and has_catalog, not args.no_conflict
-    _print_summary(run, args.truth, args.json, ppc=ppc, prior=_run_prior(run, args, build=ppc or conflict),
-                   ppc_draws=args.ppc_draws, conflict=conflict)
+    _print_summary(
+        run,
+        args.truth,
+        args.json,
+        ppc=ppc,
+        prior=_run_prior(run, args, build=ppc or conflict),
+        ppc_draws=args.ppc_draws,
+        conflict=conflict,
+    )
     return 0
 
 
 def _cmd_compare(args) -> int:
     import json
 
+    from bigmali.datatree import load_run
     from bigmali.diagnostics.compare import compare, format_comparison, plot_comparison
     from bigmali.diagnostics.recovery import resolve_truth
     from bigmali.files import check_output_file
-    from bigmali.inference import load_run
 
     check_output_file(args.png, flag="--png")
     runs = [load_run(path) for path in args.runs]
@@ -306,9 +362,8 @@ def _cmd_massmap(args) -> int:
     import json
 
     from bigmali.catalog import read_catalog
+    from bigmali.datatree import load_run, run_prior
     from bigmali.files import check_output_dir
-    from bigmali.inference import load_run
-    from bigmali.inference.results import run_prior
     from bigmali.massmap import PixelGrid, massmap
 
     check_output_dir(args.out, flag="--out")
@@ -316,17 +371,29 @@ def _cmd_massmap(args) -> int:
     prior = run_prior(run, _run_prior(run, args))
     catalog = read_catalog(args.catalog, z_max=prior.z_max)
     grid = PixelGrid.field(*args.field, args.pixels) if args.field else None
-    summary = massmap(run, catalog, prior, args.out, n_draws=args.draws, n_pixels=args.pixels, z_edges=args.zbins,
-                      grid=grid, keep=args.keep, seed=args.seed, progress=not args.quiet, force=args.force)
+    summary = massmap(
+        run,
+        catalog,
+        prior,
+        args.out,
+        n_draws=args.draws,
+        n_pixels=args.pixels,
+        z_edges=args.zbins,
+        grid=grid,
+        keep=args.keep,
+        seed=args.seed,
+        progress=not args.quiet,
+        force=args.force,
+    )
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}/: massmap_*.fits, massmap.png, halo_masses.fits, summary.json")
     return 0
 
 
 def _cmd_demo(args) -> int:
+    from bigmali.datatree import save_run
     from bigmali.files import check_output_file
     from bigmali.fit import fit
-    from bigmali.inference import save_run
     from bigmali.lightcone import N_HALOS_2017, simulate
 
     if args.out:
@@ -334,8 +401,12 @@ def _cmd_demo(args) -> int:
     prior = prior_from_args(args)
     start = time.perf_counter()
     catalog = simulate(prior, n_halos=args.n_halos or N_HALOS_2017, seed=args.seed)
-    print(f"simulated {len(catalog)} halos from the hyperseed in {time.perf_counter() - start:.1f} s; fitting with collapsed NUTS")
-    run = fit(catalog, model="collapsed", method="nuts", prior=prior, prior_options=_prior_options(args), **_fit_kwargs(args))
+    print(
+        f"simulated {len(catalog)} halos from the hyperseed in {time.perf_counter() - start:.1f} s; fitting with collapsed NUTS"
+    )
+    run = fit(
+        catalog, model="collapsed", method="nuts", prior=prior, prior_options=_prior_options(args), **_fit_kwargs(args)
+    )
     if args.out:
         save_run(run, args.out)
     _print_summary(run, "hyperseed", args.json)
@@ -355,13 +426,30 @@ def _cmd_sbc(args) -> int:
     check_output_file(args.out)  # an existing file is resumed, not replaced
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     check_output_file(plot, flag="--plot")
-    result = run_sbc(args.out, args.n_datasets, args.n_halos, model=args.model, method=args.method, warmup=args.warmup,
-                     draws=args.draws, thin=args.thin, seed=args.seed, prior_options=_prior_options(args),
-                     progress=not args.quiet)
+    result = run_sbc(
+        args.out,
+        args.n_datasets,
+        args.n_halos,
+        model=args.model,
+        method=args.method,
+        warmup=args.warmup,
+        draws=args.draws,
+        thin=args.thin,
+        seed=args.seed,
+        prior_options=_prior_options(args),
+        progress=not args.quiet,
+    )
     plot_sbc(result, plot)
     if args.json:
-        print(json.dumps({"n_datasets": int(result.dataset.size), "seconds": float(result.seconds.sum()),
-                          "uniformity": result.uniformity()}))
+        print(
+            json.dumps(
+                {
+                    "n_datasets": int(result.dataset.size),
+                    "seconds": float(result.seconds.sum()),
+                    "uniformity": result.uniformity(),
+                }
+            )
+        )
     else:
         print(format_sbc(result))
         print(f"wrote {args.out} and {plot}")
@@ -380,20 +468,21 @@ def _cmd_report(args) -> int:
     if args.compare is not None:
         out = write_comparison(args.compare, args.out, truth=args.truth, ppc_draws=args.ppc_draws)
     else:
-        from bigmali.inference import load_run
+        from bigmali.datatree import load_run
 
         run = load_run(args.run)
-        out = write_report(run, args.out, truth=args.truth, prior=_run_prior(run, args), ppc_draws=args.ppc_draws,
-                           source=args.run)
+        out = write_report(
+            run, args.out, truth=args.truth, prior=_run_prior(run, args), ppc_draws=args.ppc_draws, source=args.run
+        )
     print(f"wrote {out['html']} and {len(out['images'])} PNGs in {out['seconds']:.1f} s")
     return 0
 
 
 def _cmd_import_2017(args) -> int:
     from bigmali.catalog import read_catalog
+    from bigmali.datatree import save_run
     from bigmali.diagnostics import format_summary, summary
     from bigmali.files import check_output_file
-    from bigmali.inference import save_run
     from bigmali.runs_2017 import read_2017_run
 
     check_output_file(args.out, overwrite=args.overwrite)
@@ -441,37 +530,96 @@ def _cmd_compare_priors(args) -> int:
             raise ValueError(f"--mass-prior {name!r} is given twice")
         priors[name] = load_mass_prior(**options)
     catalog = read_catalog(args.catalog, z_max=min(p.z_max for p in priors.values()))
-    result = compare_priors(catalog, priors, n_draws=args.n_draws, loo_draws=args.loo_draws, seed=args.seed,
-                            progress=not args.quiet)
+    result = compare_priors(
+        catalog, priors, n_draws=args.n_draws, loo_draws=args.loo_draws, seed=args.seed, progress=not args.quiet
+    )
     print(json.dumps(_strict_json(result)) if args.json else format_prior_comparison(result))
     return 0
 
 
-def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+ENGINE_FLAGS = {
+    "chains": (COUNT, "chains"),
+    "warmup": (NONNEGATIVE, "warmup iterations per chain"),
+    "draws": (COUNT, "draws per chain"),
+    "target_accept": (FRACTION, "NUTS target acceptance in (0, 1)"),
+    "dense_mass": (bool, "use a dense mass matrix over the hyperparameters"),
+    "max_tree_depth": (COUNT, "NUTS's largest tree depth"),
+    "chain_method": (("sequential", "parallel", "vectorized"), "how NumPyro runs the chains"),
+    "guide": (("mvn", "normal", "lowrank"), "SVI guide"),
+    "steps": (COUNT, "SVI steps"),
+    "learning_rate": (POSITIVE, "SVI Adam learning rate"),
+    "num_particles": (COUNT, "SVI ELBO particles"),
+    "svi_draws": (COUNT, "draws from the fitted SVI guide"),
+    "tol": (POSITIVE, "SVI convergence tolerance on the loss"),
+    "init_scale": (POSITIVE, "SVI guide's initial scale"),
+    "n_hyper": (COUNT, "hyper-samples K of is_prior and is_proposal"),
+    "is_samples": (COUNT, "importance samples per halo"),
+    "is_clip": (bool, "clip proposed masses into the table, as in 2017"),
+    "is_likelihood": (("is", "exact"), "is_prior: weight by the 2017 IS estimate or the exact collapsed likelihood"),
+}
+"""How the CLI shows each engine option (argparse type or choices, help). The defaults are not
+here: they are the engines' configs' (``bigmali.inference.engines``), shown in the help."""
+CLI_OWNED = ("seed", "progress")  # --seed and --quiet, for every method
+
+
+def _add_fit_arguments(parser: argparse.ArgumentParser, methods=None) -> None:
+    """The flags of every option of ``methods``' engines (default: all), each defaulting to
+    its engine's config: a flag left out is not passed, a flag the method lacks is refused."""
+    from bigmali.inference.engines import ENGINES
+
+    methods = tuple(methods or ENGINES)
     group = parser.add_argument_group("inference")
-    group.add_argument("--chains", type=COUNT, default=4)
-    group.add_argument("--draws", type=COUNT, default=1000)
-    group.add_argument("--warmup", type=NONNEGATIVE, default=1000)
-    group.add_argument("--target-accept", type=FRACTION, default=None,
-                       help="NUTS target acceptance in (0, 1) (default 0.65 for collapsed, 0.8 for the latent models)")
     group.add_argument("--seed", type=SEED, default=0)
-    group.add_argument("--guide", choices=("mvn", "normal", "lowrank"), default="mvn", help="SVI guide")
-    group.add_argument("--steps", type=COUNT, default=3000, help="SVI steps")
-    group.add_argument("--learning-rate", type=POSITIVE, default=0.01, help="SVI Adam learning rate")
-    group.add_argument("--mass-draws", type=NONNEGATIVE, default=20,
-                       help="posterior draws with per-halo masses (0: none; about 1-3 s each at 10^5 halos)")
+    group.add_argument(
+        "--mass-draws",
+        type=NONNEGATIVE,
+        default=20,
+        help="posterior draws with per-halo masses (0: none; about 1-3 s each at 10^5 halos)",
+    )
     group.add_argument("--quiet", action="store_true", help="no progress bars")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing --out file (once the new one is complete)")
-    group = parser.add_argument_group("importance sampling (is_prior, is_proposal, pmmh, nuts_is)")
-    group.add_argument("--is-samples", type=COUNT, default=100, metavar="N", help="importance samples per halo (default 100)")
-    group.add_argument("--n-hyper", type=COUNT, default=None, metavar="K",
-                       help="hyper-samples (default 10000 for is_prior, 4000 for is_proposal)")
-    group.add_argument("--no-is-clip", action="store_true", help="do not clip proposed masses into the table (2017 clipped)")
-    group.add_argument("--is-likelihood", choices=("is", "exact"), default="is",
-                       help="is_prior: weight by the 2017 IS estimate (default) or the exact collapsed likelihood")
+    group.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file (once the new one is complete)"
+    )
+    defaults: dict[str, dict[str, object]] = {}
+    for method in methods:
+        for name, value in ENGINES[method].config._field_defaults.items():
+            defaults.setdefault(name, {})[method] = value
+    for name, by_method in defaults.items():
+        if name in CLI_OWNED:
+            continue
+        kind, text = ENGINE_FLAGS[name]
+        values = sorted({repr(v) for v in by_method.values()})
+        shown = (
+            "; ".join(f"{v} for {', '.join(m for m, d in by_method.items() if repr(d) == v)}" for v in values)
+            if len(values) > 1
+            else f"{values[0]}; {', '.join(by_method)}"
+        )
+        flag = "--" + name.replace("_", "-")
+        if name == "target_accept":
+            from bigmali.inference.nuts import TARGET_ACCEPT
+
+            shown = "; ".join(f"{value} for {kind_} models" for kind_, value in TARGET_ACCEPT.items())
+        if kind is bool:
+            on = all(by_method.values())
+            group.add_argument(
+                ("--no-" if on else "--") + name.replace("_", "-"),
+                dest=name,
+                action="store_const",
+                const=not on,
+                default=None,
+                help=f"{'do not ' if on else ''}{text} (default: {'on' if on else 'off'}; {', '.join(by_method)})",
+            )
+        elif isinstance(kind, tuple):
+            group.add_argument(flag, choices=kind, default=None, help=f"{text} (default: {shown})")
+        else:
+            group.add_argument(flag, type=kind, default=None, help=f"{text} (default: {shown})")
+    parser.set_defaults(engine_options=tuple(name for name in defaults if name not in CLI_OWNED))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bigmali.inference.engines import ENGINES
+    from bigmali.models import MODELS
+
     parser = argparse.ArgumentParser(prog="bigmali", description="Big halo Mass And Luminosity Inference")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -481,10 +629,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--field-arcmin", type=POSITIVE, default=40.0, help="side of the square field (default 40)")
     sim.add_argument("--n-halos", type=COUNT, default=None, help="exactly this many halos (default: Poisson)")
     sim.add_argument("--seed", type=SEED, default=0)
-    sim.add_argument("--hyper", type=_hyper, default=None, metavar="alpha1=..,alpha2=..,alpha4=..,S=..",
-                     help="hyperparameters (unnamed ones keep the 2017 hyperseed)")
-    sim.add_argument("--redshifts-from", default=None, metavar="CATALOG",
-                     help="take redshifts (and ra, dec) from this catalog instead of drawing a lightcone")
+    sim.add_argument(
+        "--hyper",
+        type=_hyper,
+        default=None,
+        metavar="alpha1=..,alpha2=..,alpha4=..,S=..",
+        help="hyperparameters (unnamed ones keep the 2017 hyperseed)",
+    )
+    sim.add_argument(
+        "--redshifts-from",
+        default=None,
+        metavar="CATALOG",
+        help="take redshifts (and ra, dec) from this catalog instead of drawing a lightcone",
+    )
     add_prior_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
@@ -500,14 +657,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit_p = sub.add_parser("fit", help="fit the relation to a catalog; writes a netCDF DataTree")
     fit_p.add_argument("catalog", metavar="CATALOG")
-    fit_p.add_argument("--model", choices=("collapsed", "latent_mass", "full"), default="collapsed",
-                       help="collapsed: masses integrated out exactly; latent_mass: one latent ln M per halo; "
-                            "full: latent ln M and ln L per halo (latent models: nuts only)")
-    fit_p.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs", "is_prior", "is_proposal", "pmmh", "nuts_is"), default="nuts",
-                       help="nuts (any model), svi (collapsed), nuts_gibbs (latent_mass: NUTS on the hyperparameters within "
-                            "Gibbs over the masses); the 2017 importance-sampling methods on the collapsed model: is_prior "
-                            "(hyperprior draws weighted by the IS likelihood), is_proposal (Laplace draws reweighted, PSIS), "
-                            "pmmh (pseudo-marginal MH), nuts_is (NUTS on the IS likelihood, fixed random numbers)")
+    fit_p.add_argument(
+        "--model",
+        choices=tuple(MODELS),
+        default="collapsed",
+        help="collapsed: masses integrated out exactly; latent_mass: one latent ln M per halo; "
+        "full: latent ln M and ln L per halo (latent models: nuts only)",
+    )
+    fit_p.add_argument(
+        "--method",
+        choices=tuple(ENGINES),
+        default="nuts",
+        help="; ".join(f"{e.name}: {e.summary} ({', '.join(e.models)})" for e in ENGINES.values()),
+    )
     fit_p.add_argument("--out", required=True, metavar="run.nc")
     fit_p.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="add a recovery table")
     _add_fit_arguments(fit_p)
@@ -516,12 +678,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     summ = sub.add_parser("summary", help="ArviZ summary of a run, with a recovery table given a truth")
     summ.add_argument("run", metavar="run.nc")
-    summ.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog")
-    summ.add_argument("--json", action="store_true",
-                      help='print the summary as one JSON object (NaN as null, infinities as "Infinity")')
+    summ.add_argument(
+        "--truth", default=None, metavar="hyperseed|FILE", help="hyperseed, a JSON file or a mock catalog"
+    )
+    summ.add_argument(
+        "--json",
+        action="store_true",
+        help='print the summary as one JSON object (NaN as null, infinities as "Infinity")',
+    )
     summ.add_argument("--no-ppc", action="store_true", help="skip the posterior predictive check")
-    summ.add_argument("--no-conflict", action="store_true",
-                      help="skip the prior-data conflict checks (ArviZ power-scaling; ~10 s at 10^5 halos)")
+    summ.add_argument(
+        "--no-conflict",
+        action="store_true",
+        help="skip the prior-data conflict checks (ArviZ power-scaling; ~10 s at 10^5 halos)",
+    )
     summ.add_argument("--ppc-draws", type=COUNT, default=200, help="replicated catalogs for the PPC (default 200)")
     summ.add_argument("--force", action="store_true", help="use prior flags that contradict the run's recorded prior")
     add_prior_arguments(summ)
@@ -529,7 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compare", help="compare runs: means, sds, shifts in the first run's sd; overlaid marginals")
     comp.add_argument("runs", nargs="+", metavar="run.nc")
-    comp.add_argument("--png", default="compare.png", metavar="FILE", help="overlaid marginal densities (default compare.png)")
+    comp.add_argument(
+        "--png", default="compare.png", metavar="FILE", help="overlaid marginal densities (default compare.png)"
+    )
     comp.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="draw the truth on the plot")
     comp.add_argument("--json", action="store_true")
     comp.set_defaults(func=_cmd_compare)
@@ -539,26 +711,43 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("catalog", metavar="CATALOG", help="the catalog the run was fitted to (with ra, dec for maps)")
     mm.add_argument("-o", "--out", required=True, metavar="DIR")
     mm.add_argument("--pixels", type=COUNT, default=64, help="pixels per side of the RA/Dec grid (default 64)")
-    mm.add_argument("--field", type=_field, default=None, metavar="RA,DEC,WIDTH",
-                    help="map a square field (degrees) instead of the catalog's extent")
-    mm.add_argument("--zbins", type=_z_edges, default=None, metavar="z0,z1,...", help="redshift slice edges (default: one slice)")
-    mm.add_argument("--draws", type=_integer(2), default=1000, help="hyperposterior draws, one realisation each (default 1000)")
+    mm.add_argument(
+        "--field",
+        type=_field,
+        default=None,
+        metavar="RA,DEC,WIDTH",
+        help="map a square field (degrees) instead of the catalog's extent",
+    )
+    mm.add_argument(
+        "--zbins", type=_z_edges, default=None, metavar="z0,z1,...", help="redshift slice edges (default: one slice)"
+    )
+    mm.add_argument(
+        "--draws", type=_integer(2), default=1000, help="hyperposterior draws, one realisation each (default 1000)"
+    )
     mm.add_argument("--keep", type=NONNEGATIVE, default=100, help="realisations kept in halo_masses.fits (default 100)")
     mm.add_argument("--seed", type=SEED, default=0)
-    mm.add_argument("--force", action="store_true",
-                    help="go on (with a warning) when the catalog or prior differ from the run's recorded fingerprint")
+    mm.add_argument(
+        "--force",
+        action="store_true",
+        help="go on (with a warning) when the catalog or prior differ from the run's recorded fingerprint",
+    )
     mm.add_argument("--quiet", action="store_true")
     add_prior_arguments(mm)
     mm.set_defaults(func=_cmd_massmap)
 
-    sbc = sub.add_parser("sbc", help="simulation-based calibration: fit mocks drawn from the hyperprior, test rank uniformity")
+    sbc = sub.add_parser(
+        "sbc", help="simulation-based calibration: fit mocks drawn from the hyperprior, test rank uniformity"
+    )
     sbc.add_argument("--n-datasets", type=COUNT, required=True, metavar="K", help="mocks to fit")
     sbc.add_argument("--n-halos", type=COUNT, required=True, metavar="N", help="halos per mock")
-    sbc.add_argument("--out", required=True, metavar="FILE.jsonl",
-                     help="results, appended as each dataset finishes; an existing file is resumed")
-    sbc.add_argument("--model", choices=("collapsed", "latent_mass", "full"), default="collapsed")
-    sbc.add_argument("--method", choices=("nuts", "svi", "nuts_gibbs", "is_prior", "is_proposal", "pmmh", "nuts_is"),
-                     default="nuts")
+    sbc.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.jsonl",
+        help="results, appended as each dataset finishes; an existing file is resumed",
+    )
+    sbc.add_argument("--model", choices=tuple(MODELS), default="collapsed")
+    sbc.add_argument("--method", choices=tuple(ENGINES), default="nuts")
     sbc.add_argument("--warmup", type=NONNEGATIVE, default=300)
     sbc.add_argument("--draws", type=COUNT, default=400)
     sbc.add_argument("--thin", type=COUNT, default=4, help="rank each truth among every THIN-th draw (default 4)")
@@ -573,26 +762,41 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", nargs="?", default=None, metavar="run.nc")
     rep.add_argument("--compare", nargs="+", default=None, metavar="run.nc", help="overlay several runs instead")
     rep.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/report.html and the PNGs")
-    rep.add_argument("--truth", default=None, metavar="hyperseed|FILE",
-                     help="draw and score this truth (default: what the run's mock recorded)")
+    rep.add_argument(
+        "--truth",
+        default=None,
+        metavar="hyperseed|FILE",
+        help="draw and score this truth (default: what the run's mock recorded)",
+    )
     rep.add_argument("--ppc-draws", type=COUNT, default=200, help="replicated catalogs for the PPC (default 200)")
     rep.add_argument("--force", action="store_true", help="use prior flags that contradict the run's recorded prior")
     add_prior_arguments(rep)
     rep.set_defaults(func=_cmd_report)
 
-    imp = sub.add_parser("import-2017", help="read a 2017 output file (hyperprior draws and their 2017 "
-                         "log-likelihoods) into a weighted run")
-    imp.add_argument("file", metavar="FILE", help="a 2017 output file: 5 columns (alpha1 alpha2 alpha4 S loglik) or 2 (S loglik)")
-    imp.add_argument("--catalog", default=None, metavar="CATALOG", help="the catalog the 2017 run used (for PPC and report)")
+    imp = sub.add_parser(
+        "import-2017",
+        help="read a 2017 output file (hyperprior draws and their 2017 log-likelihoods) into a weighted run",
+    )
+    imp.add_argument(
+        "file", metavar="FILE", help="a 2017 output file: 5 columns (alpha1 alpha2 alpha4 S loglik) or 2 (S loglik)"
+    )
+    imp.add_argument(
+        "--catalog", default=None, metavar="CATALOG", help="the catalog the 2017 run used (for PPC and report)"
+    )
     imp.add_argument("--out", required=True, metavar="run.nc")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     imp.set_defaults(func=_cmd_import_2017)
 
-    cp = sub.add_parser("compare-priors", help="evidence (with its error), LOO elpd and the fitted hyperparameters of "
-                        "a catalog under each of several mass priors")
+    cp = sub.add_parser(
+        "compare-priors",
+        help="evidence (with its error), LOO elpd and the fitted hyperparameters of "
+        "a catalog under each of several mass priors",
+    )
     cp.add_argument("catalog", metavar="CATALOG")
-    group = cp.add_argument_group("mass priors (each --mass-prior starts an entry; the flags after it apply to it, "
-                                  "flags before the first apply to all)")
+    group = cp.add_argument_group(
+        "mass priors (each --mass-prior starts an entry; the flags after it apply to it, "
+        "flags before the first apply to all)"
+    )
     group.add_argument("--mass-prior", dest="source", action=_PriorEntry, metavar="tinker10|2017-sampler|FILE")
     group.add_argument("--prior-density-per", dest="density_per", action=_PriorEntry, choices=("M", "lnM"))
     group.add_argument("--hmf-model", dest="hmf_model", action=_PriorEntry, metavar="NAME")
@@ -610,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-halos", type=COUNT, default=None, help="default 115919, the 2017 count")
     demo.add_argument("--out", default=None, metavar="run.nc")
     demo.add_argument("--json", action="store_true")
-    _add_fit_arguments(demo)
+    _add_fit_arguments(demo, methods=("nuts",))
     add_prior_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -108,7 +108,9 @@ def check_output_file(path, *, flag: str = "--out", overwrite: bool = True) -> P
     if not directory.is_dir():
         raise ValueError(f"{what}: {str(directory)!r} is not a directory")
     if path.exists() and not overwrite:
-        raise ValueError(f"{what} exists; pass --overwrite to replace it (the old file stays until the new one is complete)")
+        raise ValueError(
+            f"{what} exists; pass --overwrite to replace it (the old file stays until the new one is complete)"
+        )
     _probe_writable(directory, what)
     return path
 

@@ -63,8 +63,14 @@ class TableSpec:
     def key(self) -> str:
         """A short stable name for the cache file of this spec."""
         text = json.dumps(
-            [self.hmf_model, self.cosmology, repr(self.log10_mmin), repr(self.log10_mmax),
-             repr(self.dlog10m), [repr(z) for z in self.z_grid]]
+            [
+                self.hmf_model,
+                self.cosmology,
+                repr(self.log10_mmin),
+                repr(self.log10_mmax),
+                repr(self.dlog10m),
+                [repr(z) for z in self.z_grid],
+            ]
         )
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         return f"hmf_{self.hmf_model}_{self.cosmology}_{digest}"

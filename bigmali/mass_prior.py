@@ -56,8 +56,12 @@ __all__ = [
     "load_mass_prior",
     "read_prior_table",
     "tabulated_knots",
+    "tabulated_ln_mass_range",
     "bin_index",
     "table_rows",
+    "knot_interval",
+    "density_between_knots",
+    "log_density_between_knots",
     "density_mass",
     "cdf_mass",
     "log_prob_ln_mass",
@@ -83,7 +87,7 @@ Z_INTERPOLATIONS = ("bins", "linear")
 @partial(
     jax.tree_util.register_dataclass,
     data_fields=["z_grid", "mass", "density", "cdf", "abundance"],
-    meta_fields=["z_interp", "background", "cosmology", "description"],
+    meta_fields=["z_interp", "background", "cosmology", "description", "ln_step"],
 )
 @dataclass(frozen=True)
 class MassPrior:
@@ -102,6 +106,8 @@ class MassPrior:
             intervals, [1, M_0 - 1] and [M_n + 1, 100 (M_n + 1)], have constant density.
         cosmology: astropy realization name the tables were computed in, or None.
         description: one line saying where the prior came from.
+        ln_step: the ln M spacing of the tabulated knots when it is even (hmf's grids are),
+            so that a mass's knot interval is found by arithmetic; None (search) otherwise.
     """
 
     z_grid: jax.Array
@@ -113,6 +119,7 @@ class MassPrior:
     background: float | None = None
     cosmology: str | None = None
     description: str = ""
+    ln_step: float | None = None
 
     @property
     def z_max(self) -> float:
@@ -216,12 +223,16 @@ def build_mass_prior(
     norm = np.trapezoid(density, mass, axis=1)
     for i, value in enumerate(norm):
         if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"prior table at z = {float(z_grid[i])!r}: density integrates to {float(value)!r}, not a positive number")
+            raise ValueError(
+                f"prior table at z = {float(z_grid[i])!r}: density integrates to {float(value)!r}, not a positive number"
+            )
     # As in 2017: normalise the table, add the background knots, renormalise.
     mass, density = _with_background(mass, density / norm[:, None], background)
     density = density / np.trapezoid(density, mass, axis=1)[:, None]
     steps = 0.5 * (density[:, 1:] + density[:, :-1]) * np.diff(mass)
     cdf = np.hstack([np.zeros((density.shape[0], 1)), np.cumsum(steps, axis=1)])
+    ln_steps = np.diff(np.log(mass[2:-2] if background is not None else mass))
+    even = ln_steps.size > 0 and np.allclose(ln_steps, ln_steps.mean(), rtol=1e-9, atol=0)
     return MassPrior(
         z_grid=jnp.asarray(z_grid),
         mass=jnp.asarray(mass),
@@ -232,6 +243,7 @@ def build_mass_prior(
         background=background,
         cosmology=cosmology,
         description=description,
+        ln_step=float(ln_steps.mean()) if even else None,
     )
 
 
@@ -254,19 +266,25 @@ def read_prior_table(path, density_per: str):
         raise ValueError(f"cannot read prior table {str(path)!r}: {exc}") from None
     for name in ("z", "mass", "density"):
         if name not in table.colnames:
-            raise ValueError(f"prior table {str(path)!r} is missing column {name!r} (found: {', '.join(table.colnames)})")
+            raise ValueError(
+                f"prior table {str(path)!r} is missing column {name!r} (found: {', '.join(table.colnames)})"
+            )
     cols = {}
     for name in ("z", "mass", "density"):
         values = np.asarray(np.ma.filled(table[name], np.nan), dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
-            raise ValueError(f"prior table column {name!r}, row {bad[0]}: value {float(values[bad[0]])!r} is not finite")
+            raise ValueError(
+                f"prior table column {name!r}, row {bad[0]}: value {float(values[bad[0]])!r} is not finite"
+            )
         cols[name] = values
     for name in ("mass", "density"):
         sign_bad = np.flatnonzero(cols[name] <= 0) if name == "mass" else np.flatnonzero(cols[name] < 0)
         if sign_bad.size:
             i = sign_bad[0]
-            raise ValueError(f"prior table column {name!r}, row {i}: value {float(cols[name][i])!r} must be {'positive' if name == 'mass' else 'non-negative'}")
+            raise ValueError(
+                f"prior table column {name!r}, row {i}: value {float(cols[name][i])!r} must be {'positive' if name == 'mass' else 'non-negative'}"
+            )
     z_grid = np.unique(cols["z"])
     rows = [np.flatnonzero(cols["z"] == z) for z in z_grid]
     first = rows[0][np.argsort(cols["mass"][rows[0]])]
@@ -332,10 +350,16 @@ def load_mass_prior(
             description=f"{what} in {cosmology}, {mass_convention} mass convention, z {z_interp}",
         )
     if density_per is None:
-        raise ValueError(f"prior table {source!r}: say whether its density is per unit M or per unit ln M (--prior-density-per M|lnM)")
+        raise ValueError(
+            f"prior table {source!r}: say whether its density is per unit M or per unit ln M (--prior-density-per M|lnM)"
+        )
     z_grid, mass, density = read_prior_table(source, density_per)
     return build_mass_prior(
-        z_grid, mass, density, z_interp=z_interp, background=background,
+        z_grid,
+        mass,
+        density,
+        z_interp=z_interp,
+        background=background,
         description=f"table {Path(source).name} (density per {density_per}), z {z_interp}",
     )
 
@@ -347,6 +371,12 @@ def tabulated_knots(prior: MassPrior) -> slice:
     """The knots of the mass-function table itself: background knots and their ramps left out."""
     n = prior.mass.shape[0]
     return slice(2, n - 2) if prior.background is not None else slice(0, n)
+
+
+def tabulated_ln_mass_range(prior: MassPrior) -> tuple[float, float]:
+    """ln M at the first and last tabulated knot (background knots excluded)."""
+    knots = tabulated_knots(prior)
+    return jnp.log(prior.mass[knots.start]), jnp.log(prior.mass[knots.stop - 1])
 
 
 def bin_index(prior: MassPrior, z):
@@ -373,28 +403,66 @@ def _segment(prior: MassPrior, mass):
     return k, mass - lo, prior.mass[k] - lo
 
 
-def _row_density(prior: MassPrior, row, k, t, width):
-    a = prior.density[row, k - 1]
-    return a + (prior.density[row, k] - a) * (t / width)
-
-
 def _row_cdf(prior: MassPrior, row, k, t, width):
     a = prior.density[row, k - 1]
     slope = (prior.density[row, k] - a) / width
     return prior.cdf[row, k - 1] + t * (a + 0.5 * slope * t)
 
 
-def _inside(prior: MassPrior, mass):
-    return (mass >= prior.mass[0]) & (mass <= prior.mass[-1])
+def knot_interval(prior: MassPrior, ln_mass):
+    """The knot interval ``[M_k, M_k+1]`` holding ``exp(ln_mass)``: k, clipped to [0, nm - 2].
+
+    Found by arithmetic on an evenly spaced table (``prior.ln_step``) with a short search
+    over the background knots, and by a search over all knots otherwise.
+    """
+    n = prior.mass.shape[0]
+    ln_knots = jnp.log(prior.mass)
+    if prior.ln_step is None:
+        return jnp.clip(jnp.searchsorted(ln_knots, ln_mass, side="right") - 1, 0, n - 2)
+    knots = tabulated_knots(prior)
+    first, last = knots.start, knots.stop - 1
+    k = jnp.clip(jnp.floor((ln_mass - ln_knots[first]) / prior.ln_step).astype(jnp.int32) + first, first, last - 1)
+    if first > 0:
+        below = jnp.clip(jnp.searchsorted(ln_knots[: first + 1], ln_mass, side="right") - 1, 0, first - 1)
+        k = jnp.where(ln_mass < ln_knots[first], below, k)
+    if last < n - 1:
+        above = jnp.clip(jnp.searchsorted(ln_knots[last:], ln_mass, side="right") - 1 + last, last, n - 2)
+        k = jnp.where(ln_mass >= ln_knots[last], above, k)
+    return k
+
+
+def density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
+    """``P(M | z)`` per unit M at ``M = exp(ln_mass)``: the one statement of the prior's density.
+
+    Each table is linear in M between its knots; the two tables ``row_lo`` and ``row_hi``
+    (from :func:`table_rows`) are mixed with weight ``w_hi``. Masses beyond the knots are
+    clamped to them (:func:`log_density_between_knots` masks them). Every model, likelihood
+    and estimator reads the prior through this function.
+    """
+    x = jnp.clip(ln_mass, jnp.log(prior.mass[0]), jnp.log(prior.mass[-1]))
+    k = knot_interval(prior, x)
+    m0 = prior.mass[k]
+    t = jnp.clip((jnp.exp(x) - m0) / (prior.mass[k + 1] - m0), 0.0, 1.0)
+
+    def row_density(row):
+        d0 = prior.density[row, k]
+        return d0 + (prior.density[row, k + 1] - d0) * t
+
+    return (1.0 - w_hi) * row_density(row_lo) + w_hi * row_density(row_hi)
+
+
+def log_density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
+    """``ln P(M | z)`` per unit M (:func:`density_between_knots`); ``-inf`` outside the knots or
+    where the density is zero, with finite gradients everywhere."""
+    p = density_between_knots(prior, ln_mass, row_lo, row_hi, w_hi)
+    ok = (ln_mass >= jnp.log(prior.mass[0])) & (ln_mass <= jnp.log(prior.mass[-1])) & (p > 0)
+    return jnp.where(ok, jnp.log(jnp.where(ok, p, 1.0)), -jnp.inf)
 
 
 def density_mass(prior: MassPrior, mass, z):
     """``P(M | z)`` per unit M (Msun^-1), zero outside the knots."""
-    mass, z = jnp.broadcast_arrays(jnp.asarray(mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype))
-    lo, hi, w = table_rows(prior, z)
-    k, t, width = _segment(prior, mass)
-    p = (1.0 - w) * _row_density(prior, lo, k, t, width) + w * _row_density(prior, hi, k, t, width)
-    return jnp.where(_inside(prior, mass), p, 0.0)
+    mass = jnp.asarray(mass, dtype=prior.mass.dtype)
+    return jnp.exp(log_prob_ln_mass(prior, jnp.log(mass), z)) / mass
 
 
 def cdf_mass(prior: MassPrior, mass, z):
@@ -412,12 +480,10 @@ def log_prob_ln_mass(prior: MassPrior, ln_mass, z):
     Differentiable in ``ln_mass`` everywhere inside the support (piecewise smooth), with
     finite gradients also outside it.
     """
-    ln_mass = jnp.asarray(ln_mass, dtype=prior.mass.dtype)
-    mass = jnp.exp(ln_mass)
-    inside = _inside(prior, mass)
-    safe = jnp.where(inside, mass, prior.mass[0])
-    p = density_mass(prior, safe, z)
-    return jnp.where(inside, jnp.log(p) + ln_mass, -jnp.inf)
+    ln_mass, z = jnp.broadcast_arrays(
+        jnp.asarray(ln_mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype)
+    )
+    return log_density_between_knots(prior, ln_mass, *table_rows(prior, z)) + ln_mass
 
 
 def sample_ln_mass(prior: MassPrior, key, z):

@@ -6,7 +6,7 @@ Each halo's mass posterior marginalised over the hyperposterior,
 
 is represented by realisations: for each of D hyperposterior draws ``theta_d``, every halo's
 ln M is drawn from its conditional given ``theta_d``, discretised on the prior's knots
-(:class:`~bigmali.models.mass_conditional.ConditionalMassSampler`, ~10 ms per draw for 10^5
+(:class:`~bigmali.halo_masses.ConditionalMassSampler`, ~10 ms per draw for 10^5
 halos; the dense :func:`~bigmali.models.collapsed.sample_conditional_ln_mass` for priors in
 ``"linear"`` redshift mode). Realisation d is therefore one
 joint draw of every mass (the halos share ``theta_d``), which is what a map needs: the
@@ -35,12 +35,19 @@ import jax
 import numpy as np
 
 from bigmali.catalog import Catalog
-from bigmali.inference.results import draws_and_weights, select_hypers
+from bigmali.datatree import draws_and_weights, select_hypers
 from bigmali.mass_prior import MassPrior
-from bigmali.relation import HYPER_NAMES
+from bigmali.relation import HYPER_NAMES, Hyper, ln_mass_pointed
 
-__all__ = ["PixelGrid", "HaloMassPosterior", "MassMaps", "mass_posterior", "sampled_mass_posterior", "write_massmap",
-           "massmap"]
+__all__ = [
+    "PixelGrid",
+    "HaloMassPosterior",
+    "MassMaps",
+    "mass_posterior",
+    "sampled_mass_posterior",
+    "write_massmap",
+    "massmap",
+]
 
 LN10 = math.log(10.0)
 
@@ -54,15 +61,17 @@ class PixelGrid(NamedTuple):
     n_pixels: int
 
     @classmethod
-    def field(cls, ra_center: float, dec_center: float, width_deg: float, n_pixels: int = 64) -> "PixelGrid":
+    def field(cls, ra_center: float, dec_center: float, width_deg: float, n_pixels: int = 64) -> PixelGrid:
         """A square field ``width_deg`` on a side centred on (``ra_center``, ``dec_center``)."""
         if not (width_deg > 0 and n_pixels >= 1 and -90 <= dec_center <= 90):
-            raise ValueError(f"field centre ({ra_center}, {dec_center}), width {width_deg} deg, {n_pixels} pixels: "
-                             "need a positive width, at least one pixel and -90 <= dec <= 90")
+            raise ValueError(
+                f"field centre ({ra_center}, {dec_center}), width {width_deg} deg, {n_pixels} pixels: "
+                "need a positive width, at least one pixel and -90 <= dec <= 90"
+            )
         return cls(float(ra_center) % 360.0, float(dec_center), float(width_deg) / n_pixels, int(n_pixels))
 
     @classmethod
-    def covering(cls, ra, dec, n_pixels: int = 64, margin: float = 1e-6) -> "PixelGrid":
+    def covering(cls, ra, dec, n_pixels: int = 64, margin: float = 1e-6) -> PixelGrid:
         """The smallest square grid of ``n_pixels`` x ``n_pixels`` holding every position."""
         ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
         if n_pixels < 1:
@@ -143,8 +152,17 @@ def _halo_posterior(mean_log10, pct: dict, mu, sigma) -> HaloMassPosterior:
     from scipy.stats import norm
 
     errors = np.max([np.abs((mu + norm.ppf(q) * sigma) / LN10 - pct[q]) for q in (0.16, 0.84, 0.025, 0.975)], axis=0)
-    return HaloMassPosterior(mean=mean_log10, median=pct[0.5], p16=pct[0.16], p84=pct[0.84], p2_5=pct[0.025],
-                             p97_5=pct[0.975], lognormal_mu=mu, lognormal_sigma=sigma, lognormal_error=errors)
+    return HaloMassPosterior(
+        mean=mean_log10,
+        median=pct[0.5],
+        p16=pct[0.16],
+        p84=pct[0.84],
+        p2_5=pct[0.025],
+        p97_5=pct[0.975],
+        lognormal_mu=mu,
+        lognormal_sigma=sigma,
+        lognormal_error=errors,
+    )
 
 
 def _summarise_samples(ln_mass: np.ndarray) -> HaloMassPosterior:
@@ -180,20 +198,31 @@ def _quantile_from_histogram(counts: np.ndarray, edges: np.ndarray, q: float) ->
     return edges[j] + np.clip(frac, 0.0, 1.0) * width
 
 
-def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 1000, grid: PixelGrid | None = None,
-                   n_pixels: int = 64, z_edges=None, keep: int = 100, seed: int = 0, progress: bool = True,
-                   force: bool = False):
+def mass_posterior(
+    run,
+    catalog: Catalog,
+    prior: MassPrior,
+    *,
+    n_draws: int = 1000,
+    grid: PixelGrid | None = None,
+    n_pixels: int = 64,
+    z_edges=None,
+    keep: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    force: bool = False,
+):
     """Per-halo mass posteriors and mass maps from ``n_draws`` hyperposterior draws of ``run``.
 
     Returns ``(HaloMassPosterior, MassMaps or None, kept ln M realisations (keep, n_halos))``;
     maps need the catalog's ``ra`` and ``dec``. The catalog and prior must be the run's own
-    (:func:`~bigmali.inference.results.check_run_data`; ``force=True`` only warns).
+    (:func:`~bigmali.datatree.check_run_data`; ``force=True`` only warns).
     """
-    from bigmali.inference.results import check_run_data
-    from bigmali.inference.importance import progress_bar
+    from bigmali.datatree import check_run_data
+    from bigmali.halo_masses import ConditionalMassSampler
+    from bigmali.mass_prior import tabulated_ln_mass_range
     from bigmali.models.collapsed import sample_conditional_ln_mass
-    from bigmali.models.common import tabulated_ln_mass_range
-    from bigmali.models.mass_conditional import ConditionalMassSampler
+    from bigmali.utils import progress_bar
 
     if n_draws < 2:
         raise ValueError(f"n_draws = {n_draws}: need at least 2 realisations for a spread")
@@ -214,8 +243,8 @@ def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 10
         pix = grid.pixel_index(catalog.ra, catalog.dec)
         zbin = np.searchsorted(z_edges, catalog.z, side="right") - 1
         ok = (pix >= 0) & (zbin >= 0) & (zbin < len(z_edges) - 1)
-        flat = np.where(ok, zbin * grid.n_pixels ** 2 + pix, 0)
-        n_cells = (len(z_edges) - 1) * grid.n_pixels ** 2
+        flat = np.where(ok, zbin * grid.n_pixels**2 + pix, 0)
+        n_cells = (len(z_edges) - 1) * grid.n_pixels**2
         map_sum = np.zeros(n_cells)
         map_sq = np.zeros(n_cells)
         kept_maps = []
@@ -225,8 +254,10 @@ def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 10
     if prior.z_interp == "bins":
         sampler = ConditionalMassSampler(prior, catalog.z, catalog.lum_obs, hypers)
     else:
+
         def sampler(k, hyper):
             return sample_conditional_ln_mass(k, hyper, catalog.z, catalog.lum_obs, prior)
+
     with progress_bar(n_draws, progress, "halo mass realisations") as bar:
         for d, hyper in enumerate(hypers):
             ln_m = np.asarray(sampler(jax.random.fold_in(key, d), hyper))
@@ -244,18 +275,24 @@ def mass_posterior(run, catalog: Catalog, prior: MassPrior, *, n_draws: int = 10
                     kept_maps.append(cell.astype(np.float32))
             bar.update()
     mean_ln = s1 / n_draws
-    sd_ln = np.sqrt(np.maximum(s2 / n_draws - mean_ln ** 2, 0.0) * n_draws / (n_draws - 1))
+    sd_ln = np.sqrt(np.maximum(s2 / n_draws - mean_ln**2, 0.0) * n_draws / (n_draws - 1))
     pct = {q: _quantile_from_histogram(counts, edges, q) / LN10 for q in PERCENTILES}
     posterior = _halo_posterior(mean_ln / LN10, pct, mean_ln, sd_ln)
     if has_sky:
         shape = (len(z_edges) - 1, grid.n_pixels, grid.n_pixels)
         mean_map = map_sum / n_draws
-        std_map = np.sqrt(np.maximum(map_sq / n_draws - mean_map ** 2, 0.0) * n_draws / (n_draws - 1))
+        std_map = np.sqrt(np.maximum(map_sq / n_draws - mean_map**2, 0.0) * n_draws / (n_draws - 1))
         truth = None
         if catalog.mass is not None:
             truth = np.bincount(flat[ok], weights=np.asarray(catalog.mass)[ok], minlength=n_cells).reshape(shape)
-        maps = MassMaps(grid, z_edges, mean_map.reshape(shape), std_map.reshape(shape),
-                        np.asarray(kept_maps).reshape((-1,) + shape), truth)
+        maps = MassMaps(
+            grid,
+            z_edges,
+            mean_map.reshape(shape),
+            std_map.reshape(shape),
+            np.asarray(kept_maps).reshape((-1,) + shape),
+            truth,
+        )
     return posterior, maps, np.asarray(kept)
 
 
@@ -271,12 +308,9 @@ def accuracy(posterior: HaloMassPosterior, maps: MassMaps | None, catalog: Catal
     }
     # Two baselines: the prior's mean log10 M at each halo's redshift (no luminosity), and
     # the relation inverted at the posterior-mean hyperparameters (no prior).
-    from bigmali.relation import ALPHA3
-
     draws, w = draws_and_weights(run)  # weighted runs carry their weights
-    mean_hyper = {name: float(np.sum(w * draws[name])) for name in HYPER_NAMES}
-    naive = (math.log(ALPHA3) + (np.log(catalog.lum_obs) - mean_hyper["alpha1"] - mean_hyper["alpha4"] * np.log1p(catalog.z))
-             / mean_hyper["alpha2"]) / LN10
+    mean_hyper = Hyper(*(float(np.sum(w * draws[name])) for name in HYPER_NAMES))
+    naive = ln_mass_pointed(np.log(catalog.lum_obs), np.log1p(catalog.z), mean_hyper) / LN10
     out["rmse_log10M_naive"] = float(np.sqrt(np.mean((naive - truth) ** 2)))
     out["rmse_log10M_prior_only"] = float(np.sqrt(np.mean((_prior_mean_log10(prior, catalog.z) - truth) ** 2)))
     out["lognormal_max_error_dex_median"] = float(np.median(posterior.lognormal_error))
@@ -297,8 +331,7 @@ def _prior_mean_log10(prior: MassPrior, z) -> np.ndarray:
     range, 20,000 points in ln M)."""
     import jax.numpy as jnp
 
-    from bigmali.mass_prior import table_rows
-    from bigmali.models.common import tabulated_ln_mass_range
+    from bigmali.mass_prior import table_rows, tabulated_ln_mass_range
 
     low, high = (float(v) for v in tabulated_ln_mass_range(prior))
     x = np.linspace(low, high, 20_000)
@@ -311,8 +344,9 @@ def _prior_mean_log10(prior: MassPrior, z) -> np.ndarray:
     return (1.0 - w) * per_table[lo] + w * per_table[hi]
 
 
-def write_massmap(out_dir, posterior: HaloMassPosterior, maps: MassMaps | None, kept: np.ndarray, catalog: Catalog,
-                  summary: dict) -> Path:
+def write_massmap(
+    out_dir, posterior: HaloMassPosterior, maps: MassMaps | None, kept: np.ndarray, catalog: Catalog, summary: dict
+) -> Path:
     """FITS images with WCS and PNGs of the maps, the per-halo table and ``summary.json``."""
     from astropy.io import fits
     from astropy.table import Table
@@ -321,18 +355,26 @@ def write_massmap(out_dir, posterior: HaloMassPosterior, maps: MassMaps | None, 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = Table({
-        "log10_mass_mean": posterior.mean, "log10_mass_median": posterior.median,
-        "log10_mass_p16": posterior.p16, "log10_mass_p84": posterior.p84,
-        "log10_mass_p2_5": posterior.p2_5, "log10_mass_p97_5": posterior.p97_5,
-        "ln_mass_lognormal_mu": posterior.lognormal_mu, "ln_mass_lognormal_sigma": posterior.lognormal_sigma,
-        "ln_mass_realisations": kept.T.astype(np.float32),
-    })
+    table = Table(
+        {
+            "log10_mass_mean": posterior.mean,
+            "log10_mass_median": posterior.median,
+            "log10_mass_p16": posterior.p16,
+            "log10_mass_p84": posterior.p84,
+            "log10_mass_p2_5": posterior.p2_5,
+            "log10_mass_p97_5": posterior.p97_5,
+            "ln_mass_lognormal_mu": posterior.lognormal_mu,
+            "ln_mass_lognormal_sigma": posterior.lognormal_sigma,
+            "ln_mass_realisations": kept.T.astype(np.float32),
+        }
+    )
     for name in ("z", "lum_obs", "ra", "dec", "mass"):
         values = getattr(catalog, name)
         if values is not None:
             table[name if name != "mass" else "mass_true"] = values
-    table.meta["COMMENT"] = "bigmali per-halo mass posteriors; ln_mass_realisations are joint draws (one column per draw)"
+    table.meta["COMMENT"] = (
+        "bigmali per-halo mass posteriors; ln_mass_realisations are joint draws (one column per draw)"
+    )
     with atomic_path(out / "halo_masses.fits") as tmp:
         table.write(tmp, format="fits", overwrite=True)
     if maps is not None:
@@ -365,14 +407,21 @@ def _plot_maps(maps: MassMaps, path: Path) -> None:
     if maps.truth is not None:
         panels.append(("true mass", maps.truth))
     nz = maps.mean.shape[0]
-    fig, axes = plt.subplots(nz, len(panels), figsize=(4.2 * len(panels), 3.8 * nz), squeeze=False,
-                             subplot_kw={"projection": maps.grid.wcs()})
+    fig, axes = plt.subplots(
+        nz,
+        len(panels),
+        figsize=(4.2 * len(panels), 3.8 * nz),
+        squeeze=False,
+        subplot_kw={"projection": maps.grid.wcs()},
+    )
     from matplotlib.colors import LogNorm
 
     # Mass maps span decades (a few clusters dominate): a log scale shared by the mean and
     # the truth, from the 5th percentile of the occupied pixels.
     positive = maps.mean[maps.mean > 0]
-    mass_norm = LogNorm(vmin=max(float(np.percentile(positive, 5)), 1.0), vmax=float(positive.max())) if positive.size else None
+    mass_norm = (
+        LogNorm(vmin=max(float(np.percentile(positive, 5)), 1.0), vmax=float(positive.max())) if positive.size else None
+    )
     for k in range(nz):
         for j, (title, image) in enumerate(panels):
             ax = axes[k, j]
@@ -389,18 +438,46 @@ def _plot_maps(maps: MassMaps, path: Path) -> None:
     save_figure(fig, path, dpi=100)
 
 
-def massmap(run, catalog: Catalog, prior: MassPrior, out_dir, *, n_draws: int = 1000, n_pixels: int = 64, z_edges=None,
-            grid: PixelGrid | None = None, keep: int = 100, seed: int = 0, progress: bool = True, force: bool = False) -> dict:
+def massmap(
+    run,
+    catalog: Catalog,
+    prior: MassPrior,
+    out_dir,
+    *,
+    n_draws: int = 1000,
+    n_pixels: int = 64,
+    z_edges=None,
+    grid: PixelGrid | None = None,
+    keep: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    force: bool = False,
+) -> dict:
     """The whole pipeline: posteriors, maps, accuracy (for mocks), files. Returns the summary.
 
     The grid covers the catalog unless ``grid`` (e.g. :meth:`PixelGrid.field`) is given;
     halos off the grid are left out of the maps only.
     """
     start = time.perf_counter()
-    posterior, maps, kept = mass_posterior(run, catalog, prior, n_draws=n_draws, grid=grid, n_pixels=n_pixels,
-                                           z_edges=z_edges, keep=keep, seed=seed, progress=progress, force=force)
-    summary = {"n_halos": len(catalog), "n_draws": n_draws, "pixels": n_pixels if grid is None else grid.n_pixels,
-               "z_edges": None if maps is None else [float(v) for v in maps.z_edges]}
+    posterior, maps, kept = mass_posterior(
+        run,
+        catalog,
+        prior,
+        n_draws=n_draws,
+        grid=grid,
+        n_pixels=n_pixels,
+        z_edges=z_edges,
+        keep=keep,
+        seed=seed,
+        progress=progress,
+        force=force,
+    )
+    summary = {
+        "n_halos": len(catalog),
+        "n_draws": n_draws,
+        "pixels": n_pixels if grid is None else grid.n_pixels,
+        "z_edges": None if maps is None else [float(v) for v in maps.z_edges],
+    }
     summary.update(accuracy(posterior, maps, catalog, prior, run))
     summary["seconds"] = time.perf_counter() - start
     write_massmap(out_dir, posterior, maps, kept, catalog, summary)

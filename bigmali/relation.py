@@ -35,6 +35,8 @@ __all__ = [
     "HYPER_NAMES",
     "ln_mu_L",
     "ln_mu_L_ln1pz",
+    "reduced_observable",
+    "ln_mass_pointed",
     "lognormal_logpdf",
     "sigma_total",
     "hyperprior_logpdf",
@@ -95,6 +97,25 @@ def ln_mu_L(ln_mass, z, hyper: Hyper, alpha3: float = ALPHA3):
 def ln_mu_L_ln1pz(ln_mass, ln1pz, hyper: Hyper, alpha3: float = ALPHA3):
     """:func:`ln_mu_L` with ``ln(1 + z)`` given, for loops that precompute it."""
     return hyper.alpha1 + hyper.alpha2 * (ln_mass - math.log(alpha3)) + hyper.alpha4 * ln1pz
+
+
+def reduced_observable(ln_lum, ln1pz, hyper: Hyper):
+    """``r = ln L - ln mu_L(M = 1 Msun, z)``, so that ``r = alpha2 ln M + noise``.
+
+    A halo's likelihood depends on its luminosity and redshift only through ``r`` (and its
+    prior table): the exact quadrature, the mass conditional and the estimators all use it.
+    """
+    return ln_lum - ln_mu_L_ln1pz(0.0, ln1pz, hyper)
+
+
+def ln_mass_pointed(ln_lum, ln1pz, hyper: Hyper):
+    """The relation inverted: the ln M (Msun) whose median luminosity is ``exp(ln_lum)``.
+
+    .. math:: \\ln M = \\ln\\alpha_3 + (\\ln L - \\alpha_1 - \\alpha_4 \\ln(1+z)) / \\alpha_2 = r / \\alpha_2
+
+    (Evaluated in the first form, the one every caller used before it was written once.)
+    """
+    return math.log(ALPHA3) + (ln_lum - hyper.alpha1 - hyper.alpha4 * ln1pz) / hyper.alpha2
 
 
 def lognormal_logpdf(ln_x, ln_mu, sigma):
@@ -158,8 +179,7 @@ def parse_hyper(text: str | None, default: Hyper = HYPERSEED) -> Hyper:
             name = name.strip()
             if not sep or name not in values:
                 raise ValueError(
-                    f"hyperparameter entry {item!r}: expected NAME=VALUE with NAME one of "
-                    f"{', '.join(HYPER_NAMES)}"
+                    f"hyperparameter entry {item!r}: expected NAME=VALUE with NAME one of {', '.join(HYPER_NAMES)}"
                 )
             try:
                 values[name] = float(number)

@@ -56,22 +56,34 @@ def read_2017_table(path) -> dict:
                     continue
                 if names is None:
                     if len(fields) not in COLUMNS_2017:
-                        raise ValueError(f"2017 run {source}, line {lineno}: {len(fields)} values; 2017 output files have "
-                                         "5 (alpha1 alpha2 alpha4 S loglik) or 2 (S loglik)")
+                        raise ValueError(
+                            f"2017 run {source}, line {lineno}: {len(fields)} values; 2017 output files have "
+                            "5 (alpha1 alpha2 alpha4 S loglik) or 2 (S loglik)"
+                        )
                     names = COLUMNS_2017[len(fields)]
                 elif len(fields) != len(names):
-                    raise ValueError(f"2017 run {source}, line {lineno}: {len(fields)} values where the file's first line "
-                                     f"has {len(names)} ({' '.join(names)})")
+                    raise ValueError(
+                        f"2017 run {source}, line {lineno}: {len(fields)} values where the file's first line "
+                        f"has {len(names)} ({' '.join(names)})"
+                    )
                 row = []
                 for name, text in zip(names, fields):
                     try:
                         value = float(text)
                     except ValueError:
-                        raise ValueError(f"2017 run {source}, line {lineno}, column {name!r}: value {text!r} is not a number") from None
+                        raise ValueError(
+                            f"2017 run {source}, line {lineno}, column {name!r}: value {text!r} is not a number"
+                        ) from None
                     bad = (math.isnan(value) or value == math.inf) if name == "loglik" else not math.isfinite(value)
                     if bad or (name == "S" and value <= 0):
-                        need = "a number or -inf" if name == "loglik" else ("a positive number" if name == "S" else "a finite number")
-                        raise ValueError(f"2017 run {source}, line {lineno}, column {name!r}: value {text!r} must be {need}")
+                        need = (
+                            "a number or -inf"
+                            if name == "loglik"
+                            else ("a positive number" if name == "S" else "a finite number")
+                        )
+                        raise ValueError(
+                            f"2017 run {source}, line {lineno}, column {name!r}: value {text!r} must be {need}"
+                        )
                     row.append(value)
                 rows.append(row)
     except UnicodeDecodeError:
@@ -96,28 +108,40 @@ def read_2017_run(path, catalog=None):
     prior the 2017 likelihood used.
     """
     from bigmali import __version__
-    from bigmali.inference.importance import weighted_output
+    from bigmali.datatree import build_datatree
     from bigmali.fit import DEFAULT_PRIOR_OPTIONS, fingerprint
-    from bigmali.inference.results import build_datatree
+    from bigmali.inference.importance import weighted_output
     from bigmali.mass_prior import load_mass_prior
 
     path = Path(path)
     table = read_2017_table(path)
     k = table["loglik"].size
-    samples = {name: (table[name] if name in table else np.full(k, float(getattr(HYPERSEED, name)))).reshape(1, k)
-               for name in HYPER_NAMES}
+    samples = {
+        name: (table[name] if name in table else np.full(k, float(getattr(HYPERSEED, name)))).reshape(1, k)
+        for name in HYPER_NAMES
+    }
     log_like = table["loglik"]
-    out = weighted_output({name: samples[name].ravel() for name in HYPER_NAMES}, log_like, log_like, time.perf_counter())
-    stats = {"log_weight": out.log_weight, "log_weight_raw": out.log_weight_raw, "log_likelihood_estimate": out.log_likelihood}
+    out = weighted_output(
+        {name: samples[name].ravel() for name in HYPER_NAMES}, log_like, log_like, time.perf_counter()
+    )
+    stats = {
+        "log_weight": out.log_weight,
+        "log_weight_raw": out.log_weight_raw,
+        "log_likelihood_estimate": out.log_likelihood,
+    }
     fixed = [name for name in HYPER_NAMES if name not in table]
     attrs = {
         "model": "collapsed",
         "method": "2017",
         "n_halos": len(catalog) if catalog is not None else 0,
         "seconds": float("nan"),
-        "config": {"source": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                   "columns": list(COLUMNS_2017[len(table)]),
-                   "fixed_at_hyperseed": fixed, "weights": "the 2017 importance-sampled log-likelihood"},
+        "config": {
+            "source": path.name,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "columns": list(COLUMNS_2017[len(table)]),
+            "fixed_at_hyperseed": fixed,
+            "weights": "the 2017 importance-sampled log-likelihood",
+        },
         "prior_options": DEFAULT_PRIOR_OPTIONS,
         "prior_description": "the 2017 default (hmf Tinker10 in WMAP5, 2017 mass convention, z bins)",
         "weights": out.diagnostics,

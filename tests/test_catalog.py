@@ -68,24 +68,40 @@ def _ecsv(path, **cols):
 
 
 BAD_FILES = {
-    "non-finite": (lambda p: _ecsv(p, z=[0.1, 0.2, 0.3], lum_obs=[1e4, np.nan, 2e4]), "cat.ecsv",
-                   ["'lum_obs'", "row 1", "nan", "not finite"]),
+    "non-finite": (
+        lambda p: _ecsv(p, z=[0.1, 0.2, 0.3], lum_obs=[1e4, np.nan, 2e4]),
+        "cat.ecsv",
+        ["'lum_obs'", "row 1", "nan", "not finite"],
+    ),
     "infinite-z": (lambda p: _ecsv(p, z=[0.1, np.inf], lum_obs=[1e4, 2e4]), "cat.ecsv", ["'z'", "row 1", "inf"]),
-    "lum_obs<=0": (lambda p: _ecsv(p, z=[0.1, 0.2, 0.3], lum_obs=[1e4, 2e4, -5.0]), "cat.ecsv",
-                   ["'lum_obs'", "row 2", "-5.0", "> 0"]),
+    "lum_obs<=0": (
+        lambda p: _ecsv(p, z=[0.1, 0.2, 0.3], lum_obs=[1e4, 2e4, -5.0]),
+        "cat.ecsv",
+        ["'lum_obs'", "row 2", "-5.0", "> 0"],
+    ),
     "lum_obs=0": (lambda p: _ecsv(p, z=[0.1, 0.2], lum_obs=[0.0, 2e4]), "cat.ecsv", ["'lum_obs'", "row 0", "0.0"]),
     "z<0": (lambda p: _ecsv(p, z=[0.1, -0.2], lum_obs=[1e4, 2e4]), "cat.ecsv", ["'z'", "row 1", "-0.2", ">= 0"]),
-    "z>prior": (lambda p: _ecsv(p, z=[0.1, 3.6, 4.0], lum_obs=[1e4, 2e4, 3e4]), "cat.ecsv",
-                ["'z'", "row 1", "3.6", "redshift range", "1 more row"]),
+    "z>prior": (
+        lambda p: _ecsv(p, z=[0.1, 3.6, 4.0], lum_obs=[1e4, 2e4, 3e4]),
+        "cat.ecsv",
+        ["'z'", "row 1", "3.6", "redshift range", "1 more row"],
+    ),
     "missing column": (lambda p: _ecsv(p, z=[0.1], lobs=[1e4]), "cat.ecsv", ["missing column 'lum_obs'", "lobs"]),
     "empty catalog": (lambda p: _ecsv(p, z=np.array([], float), lum_obs=np.array([], float)), "cat.ecsv", ["empty"]),
     "empty file": (lambda p: p.write_text(""), "cat.txt", ["empty"]),
-    "different lengths": (lambda p: p.write_text("0.1 1e4\n0.2 2e4\n0.3\n"), "cat.txt",
-                          ["row 2", "line 3", "1 values", "different lengths"]),
+    "different lengths": (
+        lambda p: p.write_text("0.1 1e4\n0.2 2e4\n0.3\n"),
+        "cat.txt",
+        ["row 2", "line 3", "1 values", "different lengths"],
+    ),
     "not a number": (lambda p: p.write_text("0.1 1e4\n0.2 abc\n"), "cat.txt", ["'lum_obs'", "row 1", "'abc'"]),
     "unreadable": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00garbage"), "cat.fits", ["cannot read"]),
     "no such file": (None, "absent.fits", ["cannot read", "no such file"]),
-    "csv text value": (lambda p: p.write_text("z,lum_obs\n0.1,1e4\n0.2,oops\n"), "cat.csv", ["'lum_obs'", "row 1", "'oops'"]),
+    "csv text value": (
+        lambda p: p.write_text("z,lum_obs\n0.1,1e4\n0.2,oops\n"),
+        "cat.csv",
+        ["'lum_obs'", "row 1", "'oops'"],
+    ),
     "csv missing value": (lambda p: p.write_text("z,lum_obs\n0.1,1e4\n,2e4\n"), "cat.csv", ["'z'", "row 1", "missing"]),
 }
 

@@ -58,6 +58,7 @@ def unwritable_directory(tmp_path):
 
 # -- 1. atomic writes: an interrupted write leaves the previous file intact ----------------
 
+
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "run.nc"
     target.write_bytes(b"old good run")
@@ -134,11 +135,15 @@ def test_every_writer_goes_through_atomic_path(tmp_path, tiny, monkeypatch):
 
 # -- 2. output paths checked before any work ------------------------------------------------
 
-@pytest.mark.parametrize("command", [
-    ["fit", "{cat}", "--out", "{missing}/run.nc"],
-    ["demo", "--n-halos", "50", "--out", "{missing}/run.nc"],
-    ["simulate", "--n-halos", "50", "--out", "{missing}/mock.fits"],
-])
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["fit", "{cat}", "--out", "{missing}/run.nc"],
+        ["demo", "--n-halos", "50", "--out", "{missing}/run.nc"],
+        ["simulate", "--n-halos", "50", "--out", "{missing}/mock.fits"],
+    ],
+)
 def test_missing_output_directory_fails_before_work(tmp_path, tiny, no_fit, capsys, command):
     cat = tmp_path / "cat.fits"
     bigmali.write_catalog(tiny, cat)
@@ -188,32 +193,36 @@ def test_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 # -- 3. flags checked when parsed, with their names ---------------------------------------
 
-@pytest.mark.parametrize("args, flag", [
-    (["fit", "c.fits", "--out", "r.nc", "--chains", "0"], "--chains"),
-    (["fit", "c.fits", "--out", "r.nc", "--draws", "-5"], "--draws"),
-    (["fit", "c.fits", "--out", "r.nc", "--warmup", "-1"], "--warmup"),
-    (["fit", "c.fits", "--out", "r.nc", "--seed", "1.5"], "--seed"),
-    (["fit", "c.fits", "--out", "r.nc", "--seed", "-3"], "--seed"),
-    (["fit", "c.fits", "--out", "r.nc", "--target-accept", "1.2"], "--target-accept"),
-    (["fit", "c.fits", "--out", "r.nc", "--target-accept", "nan"], "--target-accept"),
-    (["fit", "c.fits", "--out", "r.nc", "--learning-rate", "0"], "--learning-rate"),
-    (["fit", "c.fits", "--out", "r.nc", "--steps", "0"], "--steps"),
-    (["fit", "c.fits", "--out", "r.nc", "--is-samples", "0"], "--is-samples"),
-    (["fit", "c.fits", "--out", "r.nc", "--n-hyper", "0"], "--n-hyper"),
-    (["fit", "c.fits", "--out", "r.nc", "--mass-draws", "-1"], "--mass-draws"),
-    (["simulate", "--out", "m.fits", "--n-halos", "0"], "--n-halos"),
-    (["simulate", "--out", "m.fits", "--field-arcmin", "-40"], "--field-arcmin"),
-    (["simulate", "--out", "m.fits", "--hyper", "S=-1"], "--hyper"),
-    (["demo", "--n-halos", "ten"], "--n-halos"),
-    (["summary", "r.nc", "--ppc-draws", "0"], "--ppc-draws"),
-    (["massmap", "r.nc", "c.fits", "-o", "d", "--draws", "1"], "--draws"),
-    (["massmap", "r.nc", "c.fits", "-o", "d", "--field", "10,100,1"], "--field"),
-    (["massmap", "r.nc", "c.fits", "-o", "d", "--zbins", "0.5"], "--zbins"),
-    (["massmap", "r.nc", "c.fits", "-o", "d", "--pixels", "0"], "--pixels"),
-    (["sbc", "--n-datasets", "0", "--n-halos", "10", "--out", "s.jsonl"], "--n-datasets"),
-    (["sbc", "--n-datasets", "2", "--n-halos", "10", "--out", "s.jsonl", "--thin", "0"], "--thin"),
-    (["report", "r.nc", "-o", "d", "--ppc-draws", "-2"], "--ppc-draws"),
-])
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["fit", "c.fits", "--out", "r.nc", "--chains", "0"], "--chains"),
+        (["fit", "c.fits", "--out", "r.nc", "--draws", "-5"], "--draws"),
+        (["fit", "c.fits", "--out", "r.nc", "--warmup", "-1"], "--warmup"),
+        (["fit", "c.fits", "--out", "r.nc", "--seed", "1.5"], "--seed"),
+        (["fit", "c.fits", "--out", "r.nc", "--seed", "-3"], "--seed"),
+        (["fit", "c.fits", "--out", "r.nc", "--target-accept", "1.2"], "--target-accept"),
+        (["fit", "c.fits", "--out", "r.nc", "--target-accept", "nan"], "--target-accept"),
+        (["fit", "c.fits", "--out", "r.nc", "--learning-rate", "0"], "--learning-rate"),
+        (["fit", "c.fits", "--out", "r.nc", "--steps", "0"], "--steps"),
+        (["fit", "c.fits", "--out", "r.nc", "--is-samples", "0"], "--is-samples"),
+        (["fit", "c.fits", "--out", "r.nc", "--n-hyper", "0"], "--n-hyper"),
+        (["fit", "c.fits", "--out", "r.nc", "--mass-draws", "-1"], "--mass-draws"),
+        (["simulate", "--out", "m.fits", "--n-halos", "0"], "--n-halos"),
+        (["simulate", "--out", "m.fits", "--field-arcmin", "-40"], "--field-arcmin"),
+        (["simulate", "--out", "m.fits", "--hyper", "S=-1"], "--hyper"),
+        (["demo", "--n-halos", "ten"], "--n-halos"),
+        (["summary", "r.nc", "--ppc-draws", "0"], "--ppc-draws"),
+        (["massmap", "r.nc", "c.fits", "-o", "d", "--draws", "1"], "--draws"),
+        (["massmap", "r.nc", "c.fits", "-o", "d", "--field", "10,100,1"], "--field"),
+        (["massmap", "r.nc", "c.fits", "-o", "d", "--zbins", "0.5"], "--zbins"),
+        (["massmap", "r.nc", "c.fits", "-o", "d", "--pixels", "0"], "--pixels"),
+        (["sbc", "--n-datasets", "0", "--n-halos", "10", "--out", "s.jsonl"], "--n-datasets"),
+        (["sbc", "--n-datasets", "2", "--n-halos", "10", "--out", "s.jsonl", "--thin", "0"], "--thin"),
+        (["report", "r.nc", "-o", "d", "--ppc-draws", "-2"], "--ppc-draws"),
+    ],
+)
 def test_bad_flags_fail_when_parsed_naming_the_flag(args, flag, capsys, no_fit):
     with pytest.raises(SystemExit) as exit_:
         cli.main(args)
@@ -230,13 +239,17 @@ def test_fit_checks_counts_by_name(tiny):
 # -- 4. a run is bound to its catalog -----------------------------------------------------
 # (the CLI's refusal of another catalog of the same size is in tests/test_massmap.py)
 
+
 def test_run_records_its_fingerprint_and_checks_catalog_and_prior(nuts_run, small_mock, prior):
-    from bigmali.inference.results import attr_json, check_run_data
+    from bigmali.datatree import attr_json, check_run_data
     from bigmali.mass_prior import prior_fingerprint
 
     recorded = attr_json(nuts_run, "fingerprint")
-    assert recorded == {"n_halos": len(small_mock), "catalog_sha256": small_mock.fingerprint(),
-                        "prior_sha256": prior_fingerprint(prior)}
+    assert recorded == {
+        "n_halos": len(small_mock),
+        "catalog_sha256": small_mock.fingerprint(),
+        "prior_sha256": prior_fingerprint(prior),
+    }
     assert check_run_data(nuts_run, small_mock, prior) == []
     z = small_mock.z.copy()
     z[11] += 1e-9
@@ -266,6 +279,7 @@ def test_prior_flags_that_contradict_the_run_are_refused(tmp_path, nuts_run, cap
 
 # -- 5. units -----------------------------------------------------------------------------
 
+
 def test_radian_coordinates_are_converted_to_degrees(tmp_path, tiny):
     ra, dec = np.deg2rad(tiny.ra), np.deg2rad(tiny.dec)
     for suffix in (".ecsv", ".fits"):
@@ -283,13 +297,16 @@ def test_radian_coordinates_are_converted_to_degrees(tmp_path, tiny):
         bigmali.Catalog.from_arrays(z=[0.1], lum_obs=[1e4], ra=[7.0] * u.rad, dec=[1.0] * u.deg)
 
 
-@pytest.mark.parametrize("unit, message", [
-    (u.erg / u.s, "no conversion from 'erg / s' is defined"),
-    (u.Lsun, "no conversion from 'solLum' is defined"),
-    (u.W, "no conversion from 'W' is defined"),
-    (u.Jy, "which is not a luminosity"),
-    (u.mag, "which is not a luminosity"),
-])
+@pytest.mark.parametrize(
+    "unit, message",
+    [
+        (u.erg / u.s, "no conversion from 'erg / s' is defined"),
+        (u.Lsun, "no conversion from 'solLum' is defined"),
+        (u.W, "no conversion from 'W' is defined"),
+        (u.Jy, "which is not a luminosity"),
+        (u.mag, "which is not a luminosity"),
+    ],
+)
 def test_luminosity_units_without_a_conversion_are_refused(tmp_path, tiny, unit, message):
     path = tmp_path / "lum.fits"
     Table({"z": tiny.z, "lum_obs": tiny.lum_obs * unit}).write(path)
@@ -298,7 +315,9 @@ def test_luminosity_units_without_a_conversion_are_refused(tmp_path, tiny, unit,
 
 
 def test_dimensionless_luminosities_and_masses_are_converted(tiny):
-    scaled = bigmali.Catalog.from_arrays(z=tiny.z, lum_obs=tiny.lum_obs / 1e3 * u.Unit(1e3), mass=tiny.mass / 1e12 * u.Unit("1e12 solMass"))
+    scaled = bigmali.Catalog.from_arrays(
+        z=tiny.z, lum_obs=tiny.lum_obs / 1e3 * u.Unit(1e3), mass=tiny.mass / 1e12 * u.Unit("1e12 solMass")
+    )
     np.testing.assert_allclose(scaled.lum_obs, tiny.lum_obs, rtol=1e-14)
     np.testing.assert_allclose(scaled.mass, tiny.mass, rtol=1e-14)
     with pytest.raises(ValueError, match="masses per h"):
@@ -311,13 +330,17 @@ def test_dimensionless_luminosities_and_masses_are_converted(tiny):
 
 # -- 6. duplicate and ambiguous column names -----------------------------------------------
 
-@pytest.mark.parametrize("header, message", [
-    ("z,lum_obs,z", r"column 'z' appears twice \(columns 1 and 3\)"),
-    ("z,lum_obs,lum_obs", r"column 'lum_obs' appears twice \(columns 2 and 3\)"),
-    ("z,lum_obs,Z", "columns 'z' and 'Z' differ only in case or spaces"),
-    ("Z,lum_obs", "column 'Z' looks like the catalog column 'z'"),
-    ("z,lum_obs,RA,DEC", "column 'RA' looks like the catalog column 'ra'"),
-])
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ("z,lum_obs,z", r"column 'z' appears twice \(columns 1 and 3\)"),
+        ("z,lum_obs,lum_obs", r"column 'lum_obs' appears twice \(columns 2 and 3\)"),
+        ("z,lum_obs,Z", "columns 'z' and 'Z' differ only in case or spaces"),
+        ("Z,lum_obs", "column 'Z' looks like the catalog column 'z'"),
+        ("z,lum_obs,RA,DEC", "column 'RA' looks like the catalog column 'ra'"),
+    ],
+)
 def test_duplicate_and_ambiguous_columns_are_errors(tmp_path, header, message):
     path = tmp_path / "dup.csv"
     n = header.count(",") + 1
@@ -330,8 +353,10 @@ def test_duplicate_columns_in_ecsv_and_fits(tmp_path):
     from astropy.io import fits
 
     ecsv = tmp_path / "dup.ecsv"
-    ecsv.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: z, datatype: float64}\n# - {name: lum_obs, datatype: float64}\n"
-                    "# - {name: z, datatype: float64}\n# schema: astropy-2.0\nz lum_obs z\n0.1 1e4 0.2\n")
+    ecsv.write_text(
+        "# %ECSV 1.0\n# ---\n# datatype:\n# - {name: z, datatype: float64}\n# - {name: lum_obs, datatype: float64}\n"
+        "# - {name: z, datatype: float64}\n# schema: astropy-2.0\nz lum_obs z\n0.1 1e4 0.2\n"
+    )
     with pytest.raises(ValueError, match="column 'z' appears twice"):
         bigmali.read_catalog(ecsv)
     path = tmp_path / "dup.fits"
@@ -344,6 +369,7 @@ def test_duplicate_columns_in_ecsv_and_fits(tmp_path):
 
 
 # -- 7. smaller things ---------------------------------------------------------------------
+
 
 def test_comments_before_a_csv_header_are_skipped(tmp_path):
     path = tmp_path / "c.csv"
@@ -385,4 +411,6 @@ def test_a_dominating_halo_is_named_in_the_summary(prior):
     assert "halo 17 (z " in bright["warning"]
     from bigmali.diagnostics.recovery import format_summary
 
-    assert "WARNING: 1 halo dominates the fit" in format_summary({**bigmali.summary(run, influence=False), "influence": bright})
+    assert "WARNING: 1 halo dominates the fit" in format_summary(
+        {**bigmali.summary(run, influence=False), "influence": bright}
+    )

@@ -13,8 +13,16 @@ SUMMARY_KEYS = {"truth", "mean", "sd", "quantile", "z_score", "in_hdi_68", "in_h
 
 
 def test_nuts_run_has_the_arviz_groups(nuts_run):
-    for group in ("posterior", "sample_stats", "observed_data", "constant_data", "prior", "halo_mass", "sampler_state",
-                  "log_likelihood"):
+    for group in (
+        "posterior",
+        "sample_stats",
+        "observed_data",
+        "constant_data",
+        "prior",
+        "halo_mass",
+        "sampler_state",
+        "log_likelihood",
+    ):
         assert group in nuts_run.children, group
     assert set(HYPER_NAMES) <= set(nuts_run["posterior"].data_vars)
     assert nuts_run["posterior"]["alpha1"].shape == (2, 200)
@@ -50,8 +58,8 @@ def test_log_likelihood_group_is_the_collapsed_likelihood_and_serves_loo(nuts_ru
     import arviz_stats as azs
     import jax.numpy as jnp
 
+    from bigmali.likelihood.quadrature import log_likelihood
     from bigmali.models import collapsed
-    from bigmali.models.quadrature import log_likelihood
 
     values = nuts_run["log_likelihood"]["lum_obs"]
     assert values.shape == (2, 200, 1500)
@@ -63,7 +71,8 @@ def test_log_likelihood_group_is_the_collapsed_likelihood_and_serves_loo(nuts_ru
     assert np.isfinite(loo.elpd) and 0.5 < loo.p < 8  # about the four hyperparameters
     # A budget below chains x draws x halos keeps evenly spaced draws, and says which.
     thinned, picks = bigmali.pointwise_log_likelihood(
-        {k: np.asarray(post[k]) for k in HYPER_NAMES}, small_mock, prior, max_values=2 * 10 * 1500)
+        {k: np.asarray(post[k]) for k in HYPER_NAMES}, small_mock, prior, max_values=2 * 10 * 1500
+    )
     assert thinned.shape == (2, 10, 1500) and picks[0] == 0 and picks[-1] == 199
     np.testing.assert_allclose(thinned[:, 3], np.asarray(values[:, picks[3]]), rtol=1e-12)
 
@@ -78,12 +87,18 @@ def test_save_load_round_trip_and_extend(nuts_run, small_mock, prior, tmp_path):
     longer = bigmali.extend(back, small_mock, draws=50, prior=prior, progress=False, mass_draws=0)
     assert longer["posterior"]["alpha1"].shape == (2, 250)
     assert longer["log_likelihood"]["lum_obs"].shape == (2, 250, 1500)
-    np.testing.assert_array_equal(np.asarray(longer["posterior"]["alpha1"])[:, :200], np.asarray(nuts_run["posterior"]["alpha1"]))
+    np.testing.assert_array_equal(
+        np.asarray(longer["posterior"]["alpha1"])[:, :200], np.asarray(nuts_run["posterior"]["alpha1"])
+    )
 
 
 def test_same_seed_same_numbers(small_mock, prior):
-    a = bigmali.fit(small_mock, prior=prior, method="svi", steps=300, svi_draws=200, progress=False, mass_draws=0, seed=4)
-    b = bigmali.fit(small_mock, prior=prior, method="svi", steps=300, svi_draws=200, progress=False, mass_draws=0, seed=4)
+    a = bigmali.fit(
+        small_mock, prior=prior, method="svi", steps=300, svi_draws=200, progress=False, mass_draws=0, seed=4
+    )
+    b = bigmali.fit(
+        small_mock, prior=prior, method="svi", steps=300, svi_draws=200, progress=False, mass_draws=0, seed=4
+    )
     np.testing.assert_array_equal(a["posterior"]["alpha2"], b["posterior"]["alpha2"])
 
 

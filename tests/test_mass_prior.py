@@ -1,6 +1,5 @@
 """The mass prior: the 2017 construction, normalisation, gradients, exact sampling, options."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -212,7 +211,9 @@ def test_user_table_errors_name_the_problem(tmp_path):
     Table({"z": [0.0, 0.0], "mass": [1e10, 1e11]}).write(tmp_path / "a.ecsv")
     with pytest.raises(ValueError, match="missing column 'density'"):
         load_mass_prior(str(tmp_path / "a.ecsv"), density_per="M")
-    Table({"z": [0.0, 0.0, 1.0, 1.0], "mass": [1e10, 1e11, 1e10, 2e11], "density": [1.0, 0.5, 1.0, 0.5]}).write(tmp_path / "b.ecsv")
+    Table({"z": [0.0, 0.0, 1.0, 1.0], "mass": [1e10, 1e11, 1e10, 2e11], "density": [1.0, 0.5, 1.0, 0.5]}).write(
+        tmp_path / "b.ecsv"
+    )
     with pytest.raises(ValueError, match="one mass grid"):
         load_mass_prior(str(tmp_path / "b.ecsv"), density_per="M")
     Table({"z": [0.0, 0.0], "mass": [1e10, 1e11], "density": [1.0, -0.5]}).write(tmp_path / "c.ecsv")

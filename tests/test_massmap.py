@@ -10,9 +10,9 @@ from astropy.wcs import WCS
 
 import bigmali
 from bigmali import cli
+from bigmali.halo_masses import ConditionalMassSampler
 from bigmali.massmap import PixelGrid, mass_posterior, massmap, sampled_mass_posterior
 from bigmali.models.collapsed import sample_conditional_ln_mass
-from bigmali.models.mass_conditional import ConditionalMassSampler
 from bigmali.relation import HYPERSEED, Hyper
 
 
@@ -23,8 +23,9 @@ def mock(prior):
 
 @pytest.fixture(scope="module")
 def run(mock, prior):
-    return bigmali.fit(mock, prior=prior, chains=2, warmup=200, draws=300, progress=False, mass_draws=0, log_likelihood=0,
-                       seed=2)
+    return bigmali.fit(
+        mock, prior=prior, chains=2, warmup=200, draws=300, progress=False, mass_draws=0, log_likelihood=0, seed=2
+    )
 
 
 def test_pixel_grid_agrees_with_its_wcs(mock):
@@ -47,15 +48,25 @@ def test_fast_conditional_sampler_matches_the_dense_one(mock, prior):
     idx = np.array([0, 1, 2, 3, int(np.argmin(mock.lum_obs)), int(np.argmax(mock.lum_obs))])
     key = jax.random.PRNGKey(0)
     fast = np.array([np.asarray(sampler(jax.random.fold_in(key, i), hypers[1]))[idx] for i in range(600)])
-    dense = np.array([np.asarray(sample_conditional_ln_mass(jax.random.fold_in(key, 10_000 + i), hypers[1], mock.z[idx],
-                                                           mock.lum_obs[idx], prior, chunk=8)) for i in range(600)])
+    dense = np.array(
+        [
+            np.asarray(
+                sample_conditional_ln_mass(
+                    jax.random.fold_in(key, 10_000 + i), hypers[1], mock.z[idx], mock.lum_obs[idx], prior, chunk=8
+                )
+            )
+            for i in range(600)
+        ]
+    )
     for j in range(idx.size):
         assert ks_2samp(fast[:, j], dense[:, j]).pvalue > 1e-3, j
         assert abs(np.median(fast[:, j]) - np.median(dense[:, j])) < 0.05
 
 
 def test_mass_posterior_coverage_and_maps(mock, prior, run, tmp_path):
-    summary = massmap(run, mock, prior, tmp_path, n_draws=200, n_pixels=8, z_edges=[0, 1.5, 3.5], keep=200, progress=False)
+    summary = massmap(
+        run, mock, prior, tmp_path, n_draws=200, n_pixels=8, z_edges=[0, 1.5, 3.5], keep=200, progress=False
+    )
     # 2,000 halos: the binomial sd of a coverage is ~1 point; the hyperparameters' shared
     # error adds correlation. Bounds: 4 points for 68%, 2.5 for 95%.
     assert abs(summary["coverage_68"] - 0.68) < 0.04
@@ -92,13 +103,16 @@ def test_mass_posterior_tracks_each_halo(mock, prior, run):
 def test_masses_kept_by_a_run_give_the_same_posteriors(mock, prior, run):
     """The run's own kept masses (what a latent model samples directly) against the
     realisation pipeline: 40 draws each, so medians agree to Monte Carlo error."""
-    kept_run = bigmali.fit(mock, prior=prior, chains=2, warmup=100, draws=100, progress=False, mass_draws=40,
-                           log_likelihood=0, seed=5)
+    kept_run = bigmali.fit(
+        mock, prior=prior, chains=2, warmup=100, draws=100, progress=False, mass_draws=40, log_likelihood=0, seed=5
+    )
     direct = sampled_mass_posterior(kept_run)
     post, _, _ = mass_posterior(run, mock, prior, n_draws=200, keep=0, progress=False)
     # Per-halo posterior sd is ~0.15 dex: the median of 40 draws wanders ~0.03 dex.
     assert np.median(np.abs(direct.median - post.median)) < 0.03
-    assert np.mean((np.log10(mock.mass) >= direct.p16) & (np.log10(mock.mass) <= direct.p84)) == pytest.approx(0.68, abs=0.06)
+    assert np.mean((np.log10(mock.mass) >= direct.p16) & (np.log10(mock.mass) <= direct.p84)) == pytest.approx(
+        0.68, abs=0.06
+    )
     with pytest.raises(ValueError, match="kept no per-halo masses"):
         sampled_mass_posterior(run)
 
@@ -116,8 +130,27 @@ def test_cli_massmap_and_its_errors(mock, run, tmp_path, capsys):
     bigmali.write_catalog(mock, cat_path)
     run_path = bigmali.save_run(run, tmp_path / "run.nc")
     out = tmp_path / "maps"
-    assert cli.main(["massmap", str(run_path), str(cat_path), "-o", str(out), "--pixels", "4", "--draws", "20",
-                     "--keep", "5", "--quiet", "--field", f"{float(np.median(mock.ra))},{float(np.median(mock.dec))},0.2"]) == 0
+    assert (
+        cli.main(
+            [
+                "massmap",
+                str(run_path),
+                str(cat_path),
+                "-o",
+                str(out),
+                "--pixels",
+                "4",
+                "--draws",
+                "20",
+                "--keep",
+                "5",
+                "--quiet",
+                "--field",
+                f"{float(np.median(mock.ra))},{float(np.median(mock.dec))},0.2",
+            ]
+        )
+        == 0
+    )
     assert "coverage_68" in json.loads((out / "summary.json").read_text())
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:  # refused when parsed, before any work
@@ -128,14 +161,35 @@ def test_cli_massmap_and_its_errors(mock, run, tmp_path, capsys):
     assert cli.main(["massmap", str(run_path), str(small), "-o", str(out), "--quiet"]) == 1
     assert "the run was fitted to 2000 halos, the catalog has 50" in capsys.readouterr().err
     # The same number of halos but other luminosities: refused, naming the column and the first row.
-    other = bigmali.Catalog.from_arrays(z=mock.z, lum_obs=mock.lum_obs * np.where(np.arange(len(mock)) == 7, 2.0, 1.0),
-                                        ra=mock.ra, dec=mock.dec)
+    other = bigmali.Catalog.from_arrays(
+        z=mock.z, lum_obs=mock.lum_obs * np.where(np.arange(len(mock)) == 7, 2.0, 1.0), ra=mock.ra, dec=mock.dec
+    )
     bigmali.write_catalog(other, tmp_path / "other.fits")
-    assert cli.main(["massmap", str(run_path), str(tmp_path / "other.fits"), "-o", str(tmp_path / "m2"), "--quiet"]) == 1
+    assert (
+        cli.main(["massmap", str(run_path), str(tmp_path / "other.fits"), "-o", str(tmp_path / "m2"), "--quiet"]) == 1
+    )
     err = capsys.readouterr().err
     assert "column 'lum_obs' differs in 1 of 2000 rows, first at row 7" in err and "--force" in err
     assert not (tmp_path / "m2").exists()
     # --force goes on with a warning.
-    assert cli.main(["massmap", str(run_path), str(tmp_path / "other.fits"), "-o", str(tmp_path / "m2"), "--quiet",
-                     "--pixels", "4", "--draws", "5", "--keep", "2", "--force"]) == 0
+    assert (
+        cli.main(
+            [
+                "massmap",
+                str(run_path),
+                str(tmp_path / "other.fits"),
+                "-o",
+                str(tmp_path / "m2"),
+                "--quiet",
+                "--pixels",
+                "4",
+                "--draws",
+                "5",
+                "--keep",
+                "2",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert "warning: the catalog and prior are not those the run was fitted to" in capsys.readouterr().err

@@ -17,7 +17,11 @@ def test_notebook_code_parses_and_uses_public_api(path):
     assert nb["nbformat"] == 4
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     tree = ast.parse(code)
-    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "bigmali"}
+    used = {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "bigmali"
+    }
     assert used and used <= set(bigmali.__all__), used - set(bigmali.__all__)
 
 

@@ -44,7 +44,9 @@ def test_sigma_total_adds_in_quadrature():
 
 
 def test_hyperprior_logpdf_matches_scipy():
-    expected = sum(stats.norm(m, s).logpdf(v) for v, m, s in zip(HYPERSEED, relation.HYPERPRIOR_MEAN, relation.HYPERPRIOR_SD))
+    expected = sum(
+        stats.norm(m, s).logpdf(v) for v, m, s in zip(HYPERSEED, relation.HYPERPRIOR_MEAN, relation.HYPERPRIOR_SD)
+    )
     assert float(relation.hyperprior_logpdf(HYPERSEED)) == pytest.approx(expected, rel=1e-12)
 
 

@@ -14,9 +14,16 @@ from bigmali.runs_2017 import read_2017_run, read_2017_table
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "2017"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "2017"
-RUN_ROWS = {"bigmaliprior.out": 9600, "bigmaliorig.out": 9600, "fullexp10000.txt": 2560, "justStest.txt": 960,
-            "simpletest10000.txt": 320, "likelihoodvariancetest.txt": 800, "likelihoodvariancetest1000samples.txt": 400,
-            "likelihoodvariancetest10000samples.txt": 80}
+RUN_ROWS = {
+    "bigmaliprior.out": 9600,
+    "bigmaliorig.out": 9600,
+    "fullexp10000.txt": 2560,
+    "justStest.txt": 960,
+    "simpletest10000.txt": 320,
+    "likelihoodvariancetest.txt": 800,
+    "likelihoodvariancetest1000samples.txt": 400,
+    "likelihoodvariancetest10000samples.txt": 80,
+}
 
 
 def test_the_copies_are_the_2017_files():
@@ -59,15 +66,21 @@ def test_s_only_runs_fix_the_alphas_at_the_hyperseed():
     assert json.loads(run.attrs["config"])["fixed_at_hyperseed"] == ["alpha1", "alpha2", "alpha4"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("10.7 0.36 1.1 0.155 -9.8e5\n10.7 0.36 1.1 -9.8e5\n", "line 2: 4 values where the file's first line has 5"),
-    ("10.7 0.36 1.1\n", "line 1: 3 values"),
-    ("10.7 0.36 1.1 0.155 -9.8e5\n10.7 abc 1.1 0.155 -9.8e5\n", "line 2, column 'alpha2': value 'abc' is not a number"),
-    ("0.155 -9.8e5\n-0.1 -9.8e5\n", "line 2, column 'S': value '-0.1' must be a positive number"),
-    ("0.155 nan\n", "line 1, column 'loglik': value 'nan' must be a number or -inf"),
-    ("10.7 0.36 inf 0.155 -9.8e5\n", "column 'alpha4': value 'inf' must be a finite number"),
-    ("\n\n", "holds no hyper-samples"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("10.7 0.36 1.1 0.155 -9.8e5\n10.7 0.36 1.1 -9.8e5\n", "line 2: 4 values where the file's first line has 5"),
+        ("10.7 0.36 1.1\n", "line 1: 3 values"),
+        (
+            "10.7 0.36 1.1 0.155 -9.8e5\n10.7 abc 1.1 0.155 -9.8e5\n",
+            "line 2, column 'alpha2': value 'abc' is not a number",
+        ),
+        ("0.155 -9.8e5\n-0.1 -9.8e5\n", "line 2, column 'S': value '-0.1' must be a positive number"),
+        ("0.155 nan\n", "line 1, column 'loglik': value 'nan' must be a number or -inf"),
+        ("10.7 0.36 inf 0.155 -9.8e5\n", "column 'alpha4': value 'inf' must be a finite number"),
+        ("\n\n", "holds no hyper-samples"),
+    ],
+)
 def test_a_malformed_2017_file_names_its_line_column_and_value(tmp_path, text, message):
     path = tmp_path / "bad.out"
     path.write_text(text)
@@ -97,8 +110,10 @@ def test_minus_infinity_is_a_weight_of_zero(tmp_path):
 def test_cli_imports_a_2017_run_and_summary_json_writes_infinite_k_hat_as_infinity(tmp_path, capsys):
     # Log-likelihoods 10^4 apart: no usable tail, an infinite Pareto k-hat (the 2017 case in miniature).
     rng = np.random.default_rng(0)
-    rows = [f"{10.709 + 0.022 * a} {0.359 + 0.009 * b} {1.1 + 0.06 * c} {0.155 + 0.0009 * d} {-1e6 + 1e4 * e}"
-            for a, b, c, d, e in rng.standard_normal((200, 5))]
+    rows = [
+        f"{10.709 + 0.022 * a} {0.359 + 0.009 * b} {1.1 + 0.06 * c} {0.155 + 0.0009 * d} {-1e6 + 1e4 * e}"
+        for a, b, c, d, e in rng.standard_normal((200, 5))
+    ]
     source = tmp_path / "tiny.out"
     source.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run.nc"
@@ -106,7 +121,9 @@ def test_cli_imports_a_2017_run_and_summary_json_writes_infinite_k_hat_as_infini
     assert cli.main(["import-2017", str(source), "--out", str(out)]) == 1  # exists: --overwrite needed
     capsys.readouterr()
     assert cli.main(["summary", str(out), "--json", "--truth", "hyperseed"]) == 0
-    result = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    result = json.loads(
+        capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}")
+    )
     assert result["weights"]["pareto_k"] == "Infinity" and float(result["weights"]["pareto_k"]) == float("inf")
     assert result["parameters"]["alpha1"]["r_hat"] is None  # NaN stays null: it does not exist for weighted draws
     assert "ppc_p_value" not in result  # no catalog attached: no PPC
@@ -120,7 +137,7 @@ def test_a_2017_run_with_its_catalog_gets_the_catalog_checks(tmp_path):
     assert np.array_equal(np.asarray(run["constant_data"]["z"]), catalog.z)
     path = bigmali.save_run(run, tmp_path / "run.nc")
     back = bigmali.load_run(path)
-    from bigmali.inference.results import check_run_data
+    from bigmali.datatree import check_run_data
 
     assert check_run_data(back, catalog) == []
     other = bigmali.Catalog.from_arrays(z=catalog.z, lum_obs=catalog.lum_obs * 1.01)

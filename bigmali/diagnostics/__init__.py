@@ -5,7 +5,7 @@ predictive checks, LOO over halos, importance weights, simulation-based calibrat
 - :mod:`~bigmali.diagnostics.recovery`: the summary and the truth's quantile, z-score, HDIs
 - :mod:`~bigmali.diagnostics.ppc`: posterior predictive checks of L_obs per redshift bin
 - :mod:`~bigmali.diagnostics.loo`: PSIS-LOO over halos
-- :mod:`~bigmali.diagnostics.weights`: PSIS k-hat and ESS of importance weights
+- :mod:`~bigmali.weights`: PSIS k-hat and ESS of importance weights
 - :mod:`~bigmali.diagnostics.sbc`: simulation-based calibration across many mocks
 - :mod:`~bigmali.diagnostics.compare` and :mod:`~bigmali.diagnostics.report`: several runs, HTML reports
 """

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bigmali.diagnostics.weights import weighted_mean_sd
-from bigmali.inference.results import draws_and_weights
+from bigmali.datatree import draws_and_weights
 from bigmali.relation import HYPER_NAMES
+from bigmali.weights import weighted_mean_sd
 
 __all__ = ["compare", "format_comparison", "plot_comparison"]
 
@@ -37,8 +37,15 @@ def compare(runs, labels=None) -> dict:
     params = {}
     for name in HYPER_NAMES:
         ref_mean, ref_sd = moments[0][name]
-        params[name] = [{"mean": m[name][0], "sd": m[name][1], "diff_sd": (m[name][0] - ref_mean) / ref_sd if ref_sd > 0 else float("nan"),
-                         "sd_ratio": m[name][1] / ref_sd if ref_sd > 0 else float("nan")} for m in moments]
+        params[name] = [
+            {
+                "mean": m[name][0],
+                "sd": m[name][1],
+                "diff_sd": (m[name][0] - ref_mean) / ref_sd if ref_sd > 0 else float("nan"),
+                "sd_ratio": m[name][1] / ref_sd if ref_sd > 0 else float("nan"),
+            }
+            for m in moments
+        ]
     return {"runs": labels, "parameters": params}
 
 
@@ -47,7 +54,9 @@ def format_comparison(result: dict) -> str:
     for name, rows in result["parameters"].items():
         lines.append(f"{name}")
         for label, row in zip(result["runs"], rows):
-            lines.append(f"  {label:<28}{row['mean']:>14.6f}{row['sd']:>12.6f}  diff {row['diff_sd']:>+9.3f} sd  sd ratio {row['sd_ratio']:.3f}")
+            lines.append(
+                f"  {label:<28}{row['mean']:>14.6f}{row['sd']:>12.6f}  diff {row['diff_sd']:>+9.3f} sd  sd ratio {row['sd_ratio']:.3f}"
+            )
     return "\n".join(lines)
 
 
@@ -66,7 +75,7 @@ def plot_comparison(runs, path, labels=None, truth: dict | None = None) -> Path:
         ref_draws, ref_w = data[0]
         ref_mean, ref_sd = weighted_mean_sd(ref_draws[name], ref_w)
         lo, hi = ref_mean - 6 * ref_sd, ref_mean + 6 * ref_sd
-        for (draws, w), label in zip(data, labels):
+        for draws, w in data:
             x = draws[name]
             lo, hi = min(lo, np.min(x[w > 1e-6])), max(hi, np.max(x[w > 1e-6]))
         grid = np.linspace(lo, hi, 400)

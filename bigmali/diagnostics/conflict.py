@@ -56,11 +56,13 @@ def _psense(samples: dict, log_like: np.ndarray) -> dict:
 
     dims = ("chain", "draw")
     log_prior = np.asarray(hyperprior_logpdf(Hyper(*(samples[name] for name in HYPER_NAMES))))
-    tree = xr.DataTree.from_dict({
-        "posterior": xr.Dataset({k: (dims, v) for k, v in samples.items()}),
-        "log_prior": xr.Dataset({"hyperprior": (dims, log_prior)}),
-        "log_likelihood": xr.Dataset({"lum_obs": (dims, log_like)}),
-    })
+    tree = xr.DataTree.from_dict(
+        {
+            "posterior": xr.Dataset({k: (dims, v) for k, v in samples.items()}),
+            "log_prior": xr.Dataset({"hyperprior": (dims, log_prior)}),
+            "log_likelihood": xr.Dataset({"lum_obs": (dims, log_like)}),
+        }
+    )
     prior = azs.psense(tree, group="prior")
     like = azs.psense(tree, group="likelihood")
     out = {}
@@ -85,17 +87,23 @@ def prior_data_conflict(run, catalog=None, prior=None, *, max_draws: int = 1000)
     with a prior sensitivity >= ``CONFLICT_SENSITIVITY`` (0.5), or when a posterior mean lies more
     than ``FAR_DISTANCE`` (3) hyperprior sds from the hyperprior mean.
     """
-    from bigmali.inference.results import draws_and_weights, is_weighted
+    from bigmali.datatree import draws_and_weights, is_weighted
 
     values, w = draws_and_weights(run)
-    distance = {name: (float(np.sum(w * values[name])) - m) / s
-                for name, m, s in zip(HYPER_NAMES, HYPERPRIOR_MEAN, HYPERPRIOR_SD)}
-    result = {"distance": distance, "max_abs_distance": max(abs(d) for d in distance.values()),
-              "psense": None, "psense_draws": 0}
+    distance = {
+        name: (float(np.sum(w * values[name])) - m) / s
+        for name, m, s in zip(HYPER_NAMES, HYPERPRIOR_MEAN, HYPERPRIOR_SD)
+    }
+    result = {
+        "distance": distance,
+        "max_abs_distance": max(abs(d) for d in distance.values()),
+        "psense": None,
+        "psense_draws": 0,
+    }
     if not is_weighted(run) and "observed_data" in run.children:
+        from bigmali.datatree import run_catalog, run_prior
         from bigmali.inference.importance import exact_log_likelihoods
-        from bigmali.inference.results import run_catalog, run_prior
-        from bigmali.models.quadrature import QuadratureConfig, prepare
+        from bigmali.likelihood.quadrature import QuadratureConfig, prepare
 
         catalog = run_catalog(run) if catalog is None else catalog
         prior = run_prior(run, prior)
@@ -106,25 +114,35 @@ def prior_data_conflict(run, catalog=None, prior=None, *, max_draws: int = 1000)
         log_like = exact_log_likelihoods(flat, data, QuadratureConfig(linear=prior.z_interp == "linear")).reshape(shape)
         result["psense"] = _psense(samples, log_like)
         result["psense_draws"] = int(np.prod(shape))
-    flagged = [n for n, e in (result["psense"] or {}).items()
-               if e["diagnosis"] == "prior-data conflict" and e["prior"] >= CONFLICT_SENSITIVITY]
+    flagged = [
+        n
+        for n, e in (result["psense"] or {}).items()
+        if e["diagnosis"] == "prior-data conflict" and e["prior"] >= CONFLICT_SENSITIVITY
+    ]
     far = [n for n, d in distance.items() if abs(d) > FAR_DISTANCE]
     result["conflict"] = bool(flagged or far)
     parts = []
     if flagged:
-        parts.append("ArviZ power-scaling diagnoses a prior-data conflict for " + ", ".join(
-            f"{n} (prior sensitivity {result['psense'][n]['prior']:.2f})" for n in flagged))
+        parts.append(
+            "ArviZ power-scaling diagnoses a prior-data conflict for "
+            + ", ".join(f"{n} (prior sensitivity {result['psense'][n]['prior']:.2f})" for n in flagged)
+        )
     if far:
-        parts.append("the posterior mean lies " + ", ".join(f"{distance[n]:+.1f}" for n in far)
-                     + f" hyperprior sds from the hyperprior mean ({', '.join(far)})")
+        parts.append(
+            "the posterior mean lies "
+            + ", ".join(f"{distance[n]:+.1f}" for n in far)
+            + f" hyperprior sds from the hyperprior mean ({', '.join(far)})"
+        )
     result["warning"] = "; ".join(parts) + ": the catalog and the hyperprior disagree" if parts else None
     return result
 
 
 def format_conflict(result: dict) -> str:
     """A short table of :func:`prior_data_conflict`'s result."""
-    lines = ["prior-data conflict: posterior mean - hyperprior mean, in hyperprior sds"
-             + ("; ArviZ power-scaling sensitivity" if result["psense"] else "")]
+    lines = [
+        "prior-data conflict: posterior mean - hyperprior mean, in hyperprior sds"
+        + ("; ArviZ power-scaling sensitivity" if result["psense"] else "")
+    ]
     for name, d in result["distance"].items():
         line = f"  {name:<7}{d:+9.2f}"
         if result["psense"]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from bigmali.relation import HYPER_NAMES
+from bigmali.weights import K_HAT_THRESHOLD
 
 __all__ = ["THRESHOLDS", "convergence", "format_convergence"]
 
@@ -25,7 +26,7 @@ THRESHOLDS = {
     "divergences_max": 0,
     "tree_depth_saturated_max": 0,
     "e_bfmi_min": 0.3,
-    "pareto_k_max": 0.7,
+    "pareto_k_max": K_HAT_THRESHOLD,
     "weight_ess_min": 100,
 }
 
@@ -44,8 +45,8 @@ def convergence(run, thresholds: dict | None = None) -> dict:
     """
     import arviz_stats as azs
 
-    from bigmali.diagnostics.weights import weight_diagnostics
-    from bigmali.inference.results import attr_json, is_weighted
+    from bigmali.datatree import attr_json, is_weighted
+    from bigmali.weights import weight_diagnostics
 
     t = {**THRESHOLDS, **(thresholds or {})}
     post = run["posterior"].to_dataset()[list(HYPER_NAMES)]
@@ -55,11 +56,31 @@ def convergence(run, thresholds: dict | None = None) -> dict:
     params = {}
     if is_weighted(run):
         w = weight_diagnostics(np.asarray(stats["log_weight_raw"]).ravel())
-        checks.append(_check("pareto_k", w["pareto_k"], t["pareto_k_max"], w["pareto_k"] <= t["pareto_k_max"],
-                             "PSIS k-hat of the importance weights"))
-        checks.append(_check("weight_ess", w["ess"], t["weight_ess_min"], w["ess"] >= t["weight_ess_min"],
-                             f"weights' effective sample size; largest share {w['max_share']:.3g}"))
-        return {"parameters": {}, "checks": checks, "passed": all(c["passed"] for c in checks), "chains": chains, "draws": draws}
+        checks.append(
+            _check(
+                "pareto_k",
+                w["pareto_k"],
+                t["pareto_k_max"],
+                w["pareto_k"] <= t["pareto_k_max"],
+                "PSIS k-hat of the importance weights",
+            )
+        )
+        checks.append(
+            _check(
+                "weight_ess",
+                w["ess"],
+                t["weight_ess_min"],
+                w["ess"] >= t["weight_ess_min"],
+                f"weights' effective sample size; largest share {w['max_share']:.3g}",
+            )
+        )
+        return {
+            "parameters": {},
+            "checks": checks,
+            "passed": all(c["passed"] for c in checks),
+            "chains": chains,
+            "draws": draws,
+        }
     r_hat = post.azstats.rhat() if chains > 1 else None
     ess_bulk = post.azstats.ess(method="bulk")
     ess_tail = post.azstats.ess(method="tail")
@@ -67,9 +88,14 @@ def convergence(run, thresholds: dict | None = None) -> dict:
     mcse_sd = post.azstats.mcse(method="sd")
     sd = post.std(dim=("chain", "draw"))
     for name in HYPER_NAMES:
-        params[name] = {"r_hat": float(r_hat[name]) if r_hat is not None else float("nan"),
-                        "ess_bulk": float(ess_bulk[name]), "ess_tail": float(ess_tail[name]),
-                        "mcse_mean": float(mcse_mean[name]), "mcse_sd": float(mcse_sd[name]), "sd": float(sd[name])}
+        params[name] = {
+            "r_hat": float(r_hat[name]) if r_hat is not None else float("nan"),
+            "ess_bulk": float(ess_bulk[name]),
+            "ess_tail": float(ess_tail[name]),
+            "mcse_mean": float(mcse_mean[name]),
+            "mcse_sd": float(mcse_sd[name]),
+            "sd": float(sd[name]),
+        }
     if r_hat is not None:
         worst = max(HYPER_NAMES, key=lambda n: params[n]["r_hat"])
         value = params[worst]["r_hat"]
@@ -81,31 +107,69 @@ def convergence(run, thresholds: dict | None = None) -> dict:
         checks.append(_check(kind, value, ess_min, value >= ess_min, f"smallest, {worst}"))
     ratio = {n: params[n]["mcse_mean"] / params[n]["sd"] if params[n]["sd"] > 0 else float("inf") for n in HYPER_NAMES}
     worst = max(HYPER_NAMES, key=ratio.get)
-    checks.append(_check("mcse_mean_over_sd", ratio[worst], t["mcse_over_sd_max"], ratio[worst] <= t["mcse_over_sd_max"],
-                         f"largest, {worst}"))
+    checks.append(
+        _check(
+            "mcse_mean_over_sd",
+            ratio[worst],
+            t["mcse_over_sd_max"],
+            ratio[worst] <= t["mcse_over_sd_max"],
+            f"largest, {worst}",
+        )
+    )
     if stats is not None and "diverging" in stats:
         n_div = int(np.asarray(stats["diverging"]).sum())
-        checks.append(_check("divergences", n_div, t["divergences_max"], n_div <= t["divergences_max"],
-                             f"{n_div} of {chains * draws} draws"))
+        checks.append(
+            _check(
+                "divergences",
+                n_div,
+                t["divergences_max"],
+                n_div <= t["divergences_max"],
+                f"{n_div} of {chains * draws} draws",
+            )
+        )
     if stats is not None and "tree_depth" in stats:
         max_depth = int((attr_json(run, "config", {}) or {}).get("max_tree_depth", 10))
         n_sat = int(np.sum(np.asarray(stats["tree_depth"]) >= max_depth))
-        checks.append(_check("tree_depth_saturated", n_sat, t["tree_depth_saturated_max"],
-                             n_sat <= t["tree_depth_saturated_max"], f"draws at the maximum depth {max_depth}"))
+        checks.append(
+            _check(
+                "tree_depth_saturated",
+                n_sat,
+                t["tree_depth_saturated_max"],
+                n_sat <= t["tree_depth_saturated_max"],
+                f"draws at the maximum depth {max_depth}",
+            )
+        )
     if stats is not None and "energy" in stats:
         bfmi = np.atleast_1d(np.asarray(azs.bfmi(run)["energy"]))
         value = float(np.min(bfmi))
-        checks.append(_check("e_bfmi", value, t["e_bfmi_min"], value >= t["e_bfmi_min"],
-                             "smallest over chains: " + ", ".join(f"{b:.2f}" for b in bfmi)))
-    return {"parameters": params, "checks": checks, "passed": all(c["passed"] for c in checks), "chains": chains, "draws": draws}
+        checks.append(
+            _check(
+                "e_bfmi",
+                value,
+                t["e_bfmi_min"],
+                value >= t["e_bfmi_min"],
+                "smallest over chains: " + ", ".join(f"{b:.2f}" for b in bfmi),
+            )
+        )
+    return {
+        "parameters": params,
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks),
+        "chains": chains,
+        "draws": draws,
+    }
 
 
 def format_convergence(result: dict) -> str:
     """A readable list of the checks."""
-    lines = [f"convergence ({result['chains']} chains x {result['draws']} draws): "
-             + ("all checks passed" if result["passed"] else "SOME CHECKS FAILED")]
+    lines = [
+        f"convergence ({result['chains']} chains x {result['draws']} draws): "
+        + ("all checks passed" if result["passed"] else "SOME CHECKS FAILED")
+    ]
     for c in result["checks"]:
         value = c["value"]
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        lines.append(f"  {'pass' if c['passed'] else 'FAIL':<5}{c['name']:<22}{shown:>10}  (threshold {c['threshold']}; {c['detail']})")
+        lines.append(
+            f"  {'pass' if c['passed'] else 'FAIL':<5}{c['name']:<22}{shown:>10}  (threshold {c['threshold']}; {c['detail']})"
+        )
     return "\n".join(lines)

@@ -46,8 +46,10 @@ def _first_order_shift(ll: np.ndarray, theta: np.ndarray) -> np.ndarray:
     t = (theta - theta.mean(axis=0)) / np.maximum(theta.std(axis=0), 1e-300)
     out = np.empty(ll.shape[0])
     for start in range(0, ll.shape[0], HALO_BLOCK):
-        block = ll[start:start + HALO_BLOCK]
-        out[start:start + HALO_BLOCK] = np.abs((block - block.mean(axis=1, keepdims=True)) @ t / ll.shape[1]).max(axis=1)
+        block = ll[start : start + HALO_BLOCK]
+        out[start : start + HALO_BLOCK] = np.abs((block - block.mean(axis=1, keepdims=True)) @ t / ll.shape[1]).max(
+            axis=1
+        )
     return out
 
 
@@ -72,12 +74,14 @@ def influential_halos(run, n_listed: int = 10) -> dict:
     theta = np.stack([np.asarray(posterior[name], dtype=np.float64).ravel() for name in HYPER_NAMES], axis=1)
     screen = _first_order_shift(values.reshape(-1, n).T, theta)
     halos = np.sort(np.argsort(screen)[::-1][:CANDIDATES])
-    sub = xr.DataTree.from_dict({"posterior": posterior,
-                                 "log_likelihood": xr.Dataset({"lum_obs": ll.isel(halo=halos)})})
+    sub = xr.DataTree.from_dict(
+        {"posterior": posterior, "log_likelihood": xr.Dataset({"lum_obs": ll.isel(halo=halos)})}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ArviZ warns of high k-hat; the result says so per halo
-        shift, khat = azs.loo_influence(sub, var_names=list(HYPER_NAMES), group="posterior", kind="mean",
-                                        log_likelihood_var_name="lum_obs")
+        shift, khat = azs.loo_influence(
+            sub, var_names=list(HYPER_NAMES), group="posterior", kind="mean", log_likelihood_var_name="lum_obs"
+        )
     shifts = np.stack([np.asarray(shift[name], dtype=np.float64) for name in HYPER_NAMES], axis=1)
     k = np.max(np.stack([np.asarray(khat[name], dtype=np.float64) for name in HYPER_NAMES], axis=1), axis=1)
     largest = np.abs(shifts).max(axis=1)
@@ -87,35 +91,61 @@ def influential_halos(run, n_listed: int = 10) -> dict:
 
     def entry(j: int) -> dict:
         h = int(halos[j])
-        return {"halo": h, "z": float(z[h]), "lum_obs": float(lum[h]),
-                "shift_sd": dict(zip(HYPER_NAMES, map(float, shifts[j]))), "max_shift_sd": float(largest[j]),
-                "pareto_k": float(k[j])}
+        return {
+            "halo": h,
+            "z": float(z[h]),
+            "lum_obs": float(lum[h]),
+            "shift_sd": dict(zip(HYPER_NAMES, map(float, shifts[j]))),
+            "max_shift_sd": float(largest[j]),
+            "pareto_k": float(k[j]),
+        }
 
     order = np.argsort(largest)[::-1]
     named = [entry(j) for j in order if flagged[j]]
     warning = None
     if named:
-        listed = ", ".join(f"halo {e['halo']} (z {e['z']:.3f}, L_obs {e['lum_obs']:.4g}: "
-                           f"{max(e['shift_sd'], key=lambda p: abs(e['shift_sd'][p]))} moves "
-                           f"{e['max_shift_sd']:.2f} sd, k-hat {e['pareto_k']:.2f})" for e in named[:n_listed])
+        listed = ", ".join(
+            f"halo {e['halo']} (z {e['z']:.3f}, L_obs {e['lum_obs']:.4g}: "
+            f"{max(e['shift_sd'], key=lambda p: abs(e['shift_sd'][p]))} moves "
+            f"{e['max_shift_sd']:.2f} sd, k-hat {e['pareto_k']:.2f})"
+            for e in named[:n_listed]
+        )
         more = f" and {len(named) - n_listed} more" if len(named) > n_listed else ""
-        warning = (f"{len(named)} halo{'s' if len(named) > 1 else ''} dominate{'s' if len(named) == 1 else ''} the fit: "
-                   f"leaving {'it' if len(named) == 1 else 'each'} out moves the posterior by >= {SHIFT_BAD:g} sd "
-                   f"(>= {SHIFT_BAD_HIGH_K:g} sd where k-hat > {K_BAD:g}): {listed}{more}. Check these halos' data.")
-    return {"n_halos": int(n), "evaluated": int(halos.size), "threshold_sd": SHIFT_BAD,
-            "threshold_sd_high_k": SHIFT_BAD_HIGH_K, "n_flagged": len(named), "flagged": named[:n_listed],
-            "largest": [entry(j) for j in order[:n_listed]], "warning": warning}
+        warning = (
+            f"{len(named)} halo{'s' if len(named) > 1 else ''} dominate{'s' if len(named) == 1 else ''} the fit: "
+            f"leaving {'it' if len(named) == 1 else 'each'} out moves the posterior by >= {SHIFT_BAD:g} sd "
+            f"(>= {SHIFT_BAD_HIGH_K:g} sd where k-hat > {K_BAD:g}): {listed}{more}. Check these halos' data."
+        )
+    return {
+        "n_halos": int(n),
+        "evaluated": int(halos.size),
+        "threshold_sd": SHIFT_BAD,
+        "threshold_sd_high_k": SHIFT_BAD_HIGH_K,
+        "n_flagged": len(named),
+        "flagged": named[:n_listed],
+        "largest": [entry(j) for j in order[:n_listed]],
+        "warning": warning,
+    }
 
 
 def format_influence(result: dict) -> str:
     """One line when no halo dominates; the warning and a table of the flagged halos otherwise."""
     if not result["n_flagged"]:
         top = result["largest"][0] if result["largest"] else None
-        return (f"influence: no halo dominates the fit (largest shift of a posterior mean when one halo is left out: "
-                f"{top['max_shift_sd']:.2f} sd, halo {top['halo']})" if top else "influence: no halos")
-    lines = [f"WARNING: {result['warning']}",
-             f"{'halo':>8}{'z':>8}{'lum_obs':>12}" + "".join(f"{name:>9}" for name in HYPER_NAMES) + f"{'k-hat':>8}"]
+        return (
+            f"influence: no halo dominates the fit (largest shift of a posterior mean when one halo is left out: "
+            f"{top['max_shift_sd']:.2f} sd, halo {top['halo']})"
+            if top
+            else "influence: no halos"
+        )
+    lines = [
+        f"WARNING: {result['warning']}",
+        f"{'halo':>8}{'z':>8}{'lum_obs':>12}" + "".join(f"{name:>9}" for name in HYPER_NAMES) + f"{'k-hat':>8}",
+    ]
     for e in result["flagged"]:
-        lines.append(f"{e['halo']:>8}{e['z']:>8.3f}{e['lum_obs']:>12.4g}"
-                     + "".join(f"{e['shift_sd'][name]:>9.2f}" for name in HYPER_NAMES) + f"{e['pareto_k']:>8.2f}")
+        lines.append(
+            f"{e['halo']:>8}{e['z']:>8.3f}{e['lum_obs']:>12.4g}"
+            + "".join(f"{e['shift_sd'][name]:>9.2f}" for name in HYPER_NAMES)
+            + f"{e['pareto_k']:>8.2f}"
+        )
     return "\n".join(lines)

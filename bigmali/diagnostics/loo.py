@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["loo_elpd", "halo_loo", "format_loo"]
+from bigmali.weights import K_HAT_THRESHOLD as K_BAD
 
-K_BAD = 0.7
+__all__ = ["loo_elpd", "halo_loo", "format_loo"]
 
 
 EXACT_MAX_HALOS = 20_000  # beyond this, ArviZ's per-observation PSIS loop takes > 10 s
@@ -24,8 +24,10 @@ CANDIDATES = 500
 
 def _check(run) -> None:
     if "log_likelihood" not in run.children:
-        raise ValueError("the run has no log_likelihood group (fitted with log_likelihood=0, or a weighted method): "
-                         "no LOO over halos")
+        raise ValueError(
+            "the run has no log_likelihood group (fitted with log_likelihood=0, or a weighted method): "
+            "no LOO over halos"
+        )
 
 
 def loo_elpd(run, seed: int = 315):
@@ -76,7 +78,10 @@ def halo_loo(run, n_worst: int = 10, elpd=None) -> dict:
         lpd = logsumexp(values, axis=1) - np.log(values.shape[1])
         halos = np.sort(np.argsort(lpd)[:CANDIDATES])
         exact = _exact_on(run, halos)
-        elpd_i, k = np.asarray(exact.elpd_i, dtype=np.float64).ravel(), np.asarray(exact.pareto_k, dtype=np.float64).ravel()
+        elpd_i, k = (
+            np.asarray(exact.elpd_i, dtype=np.float64).ravel(),
+            np.asarray(exact.pareto_k, dtype=np.float64).ravel(),
+        )
         median = float(np.median(np.asarray(result.elpd_i, dtype=np.float64)))  # subsample estimate: exact or lpd
         sampled = np.isfinite(k_all)
         k = np.concatenate([k, k_all[sampled]])  # k-hat of every halo evaluated exactly
@@ -84,22 +89,37 @@ def halo_loo(run, n_worst: int = 10, elpd=None) -> dict:
     order = np.argsort(elpd_i)[:n_worst]
     k_unique = k if n <= EXACT_MAX_HALOS else k[np.unique(halos_k, return_index=True)[1]]
     return {
-        "elpd_loo": float(result.elpd), "se": float(result.se), "p_loo": float(result.p),
-        "n_halos": int(n), "n_draws": int(result.n_samples), "method": "exact" if n <= EXACT_MAX_HALOS else "subsample",
+        "elpd_loo": float(result.elpd),
+        "se": float(result.se),
+        "p_loo": float(result.p),
+        "n_halos": int(n),
+        "n_draws": int(result.n_samples),
+        "method": "exact" if n <= EXACT_MAX_HALOS else "subsample",
         "exact_halos": int(k_unique.size),
-        "n_pareto_k_above_0.7": int(np.sum(k_unique > K_BAD)), "max_pareto_k": float(np.max(k_unique)),
-        "worst": [{"halo": int(halos[i]), "z": float(z[halos[i]]), "lum_obs": float(lum[halos[i]]), "elpd_i": float(elpd_i[i]),
-                   "pareto_k": float(k[i])} for i in order],
+        "n_pareto_k_above_0.7": int(np.sum(k_unique > K_BAD)),
+        "max_pareto_k": float(np.max(k_unique)),
+        "worst": [
+            {
+                "halo": int(halos[i]),
+                "z": float(z[halos[i]]),
+                "lum_obs": float(lum[halos[i]]),
+                "elpd_i": float(elpd_i[i]),
+                "pareto_k": float(k[i]),
+            }
+            for i in order
+        ],
         "elpd_i_median": median,
     }
 
 
 def format_loo(result: dict) -> str:
-    lines = [f"PSIS-LOO over {result['n_halos']} halos ({result['n_draws']} draws, {result['method']}): elpd_loo "
-             f"{result['elpd_loo']:.1f} +- {result['se']:.1f}, p_loo {result['p_loo']:.2f}; {result['n_pareto_k_above_0.7']} of "
-             f"the {result['exact_halos']} halos with exact PSIS have k-hat > 0.7 (largest {result['max_pareto_k']:.2f}); "
-             f"median elpd_i {result['elpd_i_median']:.2f}",
-             f"{'halo':>8}{'z':>8}{'lum_obs':>12}{'elpd_i':>10}{'k-hat':>8}"]
+    lines = [
+        f"PSIS-LOO over {result['n_halos']} halos ({result['n_draws']} draws, {result['method']}): elpd_loo "
+        f"{result['elpd_loo']:.1f} +- {result['se']:.1f}, p_loo {result['p_loo']:.2f}; {result['n_pareto_k_above_0.7']} of "
+        f"the {result['exact_halos']} halos with exact PSIS have k-hat > 0.7 (largest {result['max_pareto_k']:.2f}); "
+        f"median elpd_i {result['elpd_i_median']:.2f}",
+        f"{'halo':>8}{'z':>8}{'lum_obs':>12}{'elpd_i':>10}{'k-hat':>8}",
+    ]
     for w in result["worst"]:
         lines.append(f"{w['halo']:>8}{w['z']:>8.3f}{w['lum_obs']:>12.4g}{w['elpd_i']:>10.2f}{w['pareto_k']:>8.2f}")
     return "\n".join(lines)

@@ -38,14 +38,17 @@ def _loo_tree(samples: dict, catalog, prior, picks: np.ndarray):
 
     draws = {name: samples[name][picks][None, :] for name in HYPER_NAMES}
     values, _ = pointwise_log_likelihood(draws, catalog, prior, max_values=draws["alpha1"].size * len(catalog))
-    return xr.DataTree.from_dict({
-        "posterior": xr.Dataset({k: (("chain", "draw"), v) for k, v in draws.items()}),
-        "log_likelihood": xr.Dataset({"lum_obs": (("chain", "draw", "halo"), values)}),
-    })
+    return xr.DataTree.from_dict(
+        {
+            "posterior": xr.Dataset({k: (("chain", "draw"), v) for k, v in draws.items()}),
+            "log_likelihood": xr.Dataset({"lum_obs": (("chain", "draw", "halo"), values)}),
+        }
+    )
 
 
-def compare_priors(catalog, priors: dict, *, n_draws: int = 4000, loo_draws: int = 256, seed: int = 0,
-                   progress: bool = False) -> dict:
+def compare_priors(
+    catalog, priors: dict, *, n_draws: int = 4000, loo_draws: int = 256, seed: int = 0, progress: bool = False
+) -> dict:
     """Evidence, LOO and fitted hyperparameters of ``catalog`` under each of ``priors``
     (``{name: MassPrior}``). Returns ``{"priors": {name: {...}}, "best_evidence": name,
     "best_elpd": name}``; each entry holds ``log_evidence``, ``error``, ``pareto_k``, ``ess``,
@@ -55,8 +58,8 @@ def compare_priors(catalog, priors: dict, *, n_draws: int = 4000, loo_draws: int
     import arviz_stats as azs
 
     from bigmali.diagnostics.loo import loo_elpd
-    from bigmali.diagnostics.weights import weighted_mean_sd
     from bigmali.inference.evidence import log_evidence
+    from bigmali.weights import weighted_mean_sd
 
     if not priors:
         raise ValueError("compare_priors needs at least one mass prior")
@@ -67,11 +70,19 @@ def compare_priors(catalog, priors: dict, *, n_draws: int = 4000, loo_draws: int
         hyper = {k: dict(zip(("mean", "sd"), weighted_mean_sd(ev.samples[k], w))) for k in HYPER_NAMES}
         loo = loo_elpd(_loo_tree(ev.samples, catalog, prior, _resample(ev.log_weight, loo_draws, seed + i)))
         elpds[name] = loo
-        rows[name] = {"log_evidence": ev.log_evidence, "error": ev.error, "pareto_k": ev.pareto_k, "ess": ev.ess,
-                      "hyper": hyper, "elpd": float(loo.elpd), "elpd_se": float(loo.se), "p_loo": float(loo.p),
-                      "seconds": ev.seconds}
+        rows[name] = {
+            "log_evidence": ev.log_evidence,
+            "error": ev.error,
+            "pareto_k": ev.pareto_k,
+            "ess": ev.ess,
+            "hyper": hyper,
+            "elpd": float(loo.elpd),
+            "elpd_se": float(loo.se),
+            "p_loo": float(loo.p),
+            "seconds": ev.seconds,
+        }
     best_z = max(rows, key=lambda n: rows[n]["log_evidence"])
-    for name, row in rows.items():
+    for row in rows.values():
         row["delta_log_evidence"] = row["log_evidence"] - rows[best_z]["log_evidence"]
     if len(elpds) > 1:
         table = azs.compare(elpds, round_to="none")
@@ -88,15 +99,22 @@ def compare_priors(catalog, priors: dict, *, n_draws: int = 4000, loo_draws: int
 
 def format_prior_comparison(result: dict) -> str:
     """The comparison as a table, best evidence first."""
-    head = (f"{'mass prior':<28}{'ln Z':>16}{'+-':>7}{'k-hat':>7}{'dlnZ':>11}{'elpd_loo':>15}{'+-':>8}"
-            f"{'elpd_diff':>11}{'+-':>8}  " + "".join(f"{n + ' (sd)':>22}" for n in HYPER_NAMES))
-    lines = [f"{result['n_halos']} halos; ln Z: evidence (per unit L_obs), dlnZ: against the best (a log Bayes factor); "
-             "elpd: ArviZ PSIS-LOO", head]
+    head = (
+        f"{'mass prior':<28}{'ln Z':>16}{'+-':>7}{'k-hat':>7}{'dlnZ':>11}{'elpd_loo':>15}{'+-':>8}"
+        f"{'elpd_diff':>11}{'+-':>8}  " + "".join(f"{n + ' (sd)':>22}" for n in HYPER_NAMES)
+    )
+    lines = [
+        f"{result['n_halos']} halos; ln Z: evidence (per unit L_obs), dlnZ: against the best (a log Bayes factor); "
+        "elpd: ArviZ PSIS-LOO",
+        head,
+    ]
     order = sorted(result["priors"], key=lambda n: -result["priors"][n]["log_evidence"])
     for name in order:
         r = result["priors"][name]
         hyper = "".join(f"{r['hyper'][k]['mean']:.5f} ({r['hyper'][k]['sd']:.1e})".rjust(22) for k in HYPER_NAMES)
-        lines.append(f"{name[:27]:<28}{r['log_evidence']:>16.3f}{r['error']:>7.3f}{r['pareto_k']:>7.2f}"
-                     f"{r['delta_log_evidence']:>11.2f}{r['elpd']:>15.2f}{r['elpd_se']:>8.2f}{r['elpd_diff']:>11.2f}"
-                     f"{r['elpd_dse']:>8.2f}  {hyper}")
+        lines.append(
+            f"{name[:27]:<28}{r['log_evidence']:>16.3f}{r['error']:>7.3f}{r['pareto_k']:>7.2f}"
+            f"{r['delta_log_evidence']:>11.2f}{r['elpd']:>15.2f}{r['elpd_se']:>8.2f}{r['elpd_diff']:>11.2f}"
+            f"{r['elpd_dse']:>8.2f}  {hyper}"
+        )
     return "\n".join(lines)

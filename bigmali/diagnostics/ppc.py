@@ -41,8 +41,15 @@ import numpy as np
 from bigmali.mass_prior import MassPrior, sample_ln_mass
 from bigmali.relation import HYPER_NAMES, Hyper, ln_mu_L, sigma_total
 
-__all__ = ["Ppc", "replicate_ln_lum_obs", "posterior_predictive_check", "ppc_datatree", "plot_ppc", "by_luminosity",
-           "plot_by_luminosity"]
+__all__ = [
+    "Ppc",
+    "replicate_ln_lum_obs",
+    "posterior_predictive_check",
+    "ppc_datatree",
+    "plot_ppc",
+    "by_luminosity",
+    "plot_by_luminosity",
+]
 
 MIN_PER_INTERVAL = 25  # halos per luminosity interval (J = n_b // 25, between 2 and 20)
 
@@ -61,9 +68,14 @@ class Ppc(NamedTuple):
     bin_of_halo: np.ndarray  # (n,) index into the bins above
 
     def as_dict(self) -> dict:
-        return {"ppc_p_value": self.p_value, "ppc_p_value_by_bin": self.p_value_by_bin,
-                "ppc_z_bins": self.z_bins.tolist(), "ppc_n_halos_by_bin": self.n_halos_by_bin,
-                "ppc_replicates": int(self.replicates.shape[0]), "ppc_by_luminosity": by_luminosity(self)}
+        return {
+            "ppc_p_value": self.p_value,
+            "ppc_p_value_by_bin": self.p_value_by_bin,
+            "ppc_z_bins": self.z_bins.tolist(),
+            "ppc_n_halos_by_bin": self.n_halos_by_bin,
+            "ppc_replicates": int(self.replicates.shape[0]),
+            "ppc_by_luminosity": by_luminosity(self),
+        }
 
 
 @jax.jit
@@ -78,7 +90,7 @@ def _replicate_block(keys, hyper: Hyper, z, prior: MassPrior):
 
 def replicate_ln_lum_obs(hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8) -> np.ndarray:
     """One replicated catalog's ln L_obs per hyperparameter draw: (len(hypers), len(z)), float32."""
-    from bigmali.inference.blocks import map_blocks
+    from bigmali.utils import map_blocks
 
     z = jnp.asarray(z, dtype=jnp.float64)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(len(hypers)))
@@ -132,15 +144,16 @@ def _anderson_darling(pooled_sorted: np.ndarray, y: np.ndarray, reps: np.ndarray
 STATISTICS = {"ad": _anderson_darling, "chi2": _chi2}
 
 
-def posterior_predictive_check(run, catalog=None, prior: MassPrior | None = None, *, n_draws: int = 200,
-                               seed: int = 0, statistic: str = "ad") -> Ppc:
+def posterior_predictive_check(
+    run, catalog=None, prior: MassPrior | None = None, *, n_draws: int = 200, seed: int = 0, statistic: str = "ad"
+) -> Ppc:
     """The PPC of a run (its own catalog and mass prior unless given).
 
     ``statistic`` is ``"ad"`` (Anderson-Darling, the default) or ``"chi2"`` (histogram).
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic {statistic!r}: choose one of {', '.join(STATISTICS)}")
-    from bigmali.inference.results import run_catalog, run_prior, select_hypers
+    from bigmali.datatree import run_catalog, run_prior, select_hypers
 
     catalog = run_catalog(run) if catalog is None else catalog
     prior = run_prior(run, prior)
@@ -192,11 +205,20 @@ def plot_ppc(ppc: Ppc, path, n_draws: int = 50, max_bins: int = 8):
 
     n_draws = min(n_draws, ppc.replicates.shape[0])
     dt = ppc_datatree(ppc, n_draws, max_bins)
-    pc = azp.plot_ppc_dist(dt, kind="kde", num_samples=n_draws, backend="matplotlib", col_wrap=4,
-                           figure_kwargs={"figsize": (15, 3.2 * int(np.ceil(len(dt["observed_data"].data_vars) / 4)))})
+    pc = azp.plot_ppc_dist(
+        dt,
+        kind="kde",
+        num_samples=n_draws,
+        backend="matplotlib",
+        col_wrap=4,
+        figure_kwargs={"figsize": (15, 3.2 * int(np.ceil(len(dt["observed_data"].data_vars) / 4)))},
+    )
     fig = figure_of(pc)
-    fig.suptitle(f"Posterior predictive ln L_obs per redshift bin: catalog (dark) and {n_draws} replicates; "
-                 f"catalog-wide p = {ppc.p_value:.3f}", y=1.02)
+    fig.suptitle(
+        f"Posterior predictive ln L_obs per redshift bin: catalog (dark) and {n_draws} replicates; "
+        f"catalog-wide p = {ppc.p_value:.3f}",
+        y=1.02,
+    )
     return save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
@@ -219,9 +241,15 @@ def by_luminosity(ppc: Ppc, n_bins: int = 20) -> dict:
 
     quantile = ndtri((below + 0.5) / (reps.shape[0] + 1))
     z = (n_obs - mean) / np.where(sd > 0, sd, np.nan)
-    return {"edges": edges.tolist(), "n_obs": n_obs.tolist(), "n_rep_mean": mean.tolist(), "n_rep_sd": sd.tolist(),
-            "quantile_residual": quantile.tolist(), "standardised_residual": z.tolist(),
-            "max_abs_standardised": float(np.nanmax(np.abs(z)))}
+    return {
+        "edges": edges.tolist(),
+        "n_obs": n_obs.tolist(),
+        "n_rep_mean": mean.tolist(),
+        "n_rep_sd": sd.tolist(),
+        "quantile_residual": quantile.tolist(),
+        "standardised_residual": z.tolist(),
+        "max_abs_standardised": float(np.nanmax(np.abs(z))),
+    }
 
 
 def plot_by_luminosity(ppc: Ppc, path, n_bins: int = 20):
@@ -240,8 +268,10 @@ def plot_by_luminosity(ppc: Ppc, path, n_bins: int = 20):
     top.plot(centre, res["quantile_residual"], "o", color="C0")
     bound = float(ndtri_bound(ppc.replicates.shape[0]))
     bounded = f"quantile residual\n(|q| <= {bound:.1f}: {ppc.replicates.shape[0]} replicates)"
-    for ax, values, label in ((top, None, bounded),
-                              (bottom, res["standardised_residual"], "standardised residual\n(n_obs - mean n_rep) / sd n_rep")):
+    for ax, values, label in (
+        (top, None, bounded),
+        (bottom, res["standardised_residual"], "standardised residual\n(n_obs - mean n_rep) / sd n_rep"),
+    ):
         if values is not None:
             ax.bar(centre, values, width=np.diff(edges) * 0.9, color="C1")
         ax.axhline(0.0, color="k", lw=0.8)
@@ -249,8 +279,11 @@ def plot_by_luminosity(ppc: Ppc, path, n_bins: int = 20):
             ax.axhline(level, color="0.5", ls="--", lw=0.8)
         ax.set_ylabel(label, fontsize=8)
     bottom.set_xlabel("ln L_obs (bins at the catalog's quantiles)")
-    top.set_title(f"Posterior predictive check by luminosity: catalog-wide p = {ppc.p_value:.3f},\n"
-                  f"largest |standardised residual| = {res['max_abs_standardised']:.1f}", fontsize=10)
+    top.set_title(
+        f"Posterior predictive check by luminosity: catalog-wide p = {ppc.p_value:.3f},\n"
+        f"largest |standardised residual| = {res['max_abs_standardised']:.1f}",
+        fontsize=10,
+    )
     return save_figure(fig, path, dpi=100)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bigmali.relation import HYPER_NAMES, HYPERSEED, hyper_from_meta
+from bigmali.weights import K_HAT_THRESHOLD
 
 __all__ = ["summary", "resolve_truth", "format_summary"]
 
@@ -57,14 +58,22 @@ def weighted_hdi(values, weights, prob: float) -> tuple[float, float]:
 
 
 def _weighted_entry(draws, w, weight_ess: float) -> dict:
-    from bigmali.diagnostics.weights import weighted_mean_sd
+    from bigmali.weights import weighted_mean_sd
 
     mean, sd = weighted_mean_sd(draws, w)
     return {"mean": mean, "sd": sd, "r_hat": float("nan"), "ess_bulk": weight_ess, "ess_tail": weight_ess}
 
 
-def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 200, influence: bool = True,
-            conflict: bool = False) -> dict:
+def summary(
+    run,
+    truth=None,
+    *,
+    ppc: bool = False,
+    prior=None,
+    ppc_draws: int = 200,
+    influence: bool = True,
+    conflict: bool = False,
+) -> dict:
     """The recovery summary of a run as a plain dict (the CLI's ``--json`` object).
 
     Per hyperparameter: mean, sd, R-hat, bulk/tail ESS and, given a truth, the truth's
@@ -91,7 +100,7 @@ def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 
     stats = run["sample_stats"] if "sample_stats" in run.children else None
     weights = None
     if stats is not None and "log_weight" in stats:
-        from bigmali.diagnostics.weights import weight_diagnostics
+        from bigmali.weights import weight_diagnostics
 
         log_w = np.asarray(stats["log_weight"]).ravel()
         weights = np.exp(log_w - np.logaddexp.reduce(log_w))
@@ -103,13 +112,27 @@ def summary(run, truth=None, *, ppc: bool = False, prior=None, ppc_draws: int = 
         draws = np.asarray(post[name]).ravel()
         if weights is None:
             row = table.loc[name]
-            moments = {"mean": float(row["mean"]), "sd": float(row["sd"]), "r_hat": float(row["r_hat"]),
-                       "ess_bulk": float(row["ess_bulk"]), "ess_tail": float(row["ess_tail"])}
+            moments = {
+                "mean": float(row["mean"]),
+                "sd": float(row["sd"]),
+                "r_hat": float(row["r_hat"]),
+                "ess_bulk": float(row["ess_bulk"]),
+                "ess_tail": float(row["ess_tail"]),
+            }
         else:
             moments = _weighted_entry(draws, weights, diagnostics["ess"])
-        entry = {"truth": None, "mean": moments["mean"], "sd": moments["sd"], "quantile": None, "z_score": None,
-                 "in_hdi_68": None, "in_hdi_95": None,
-                 "r_hat": moments["r_hat"], "ess_bulk": moments["ess_bulk"], "ess_tail": moments["ess_tail"]}
+        entry = {
+            "truth": None,
+            "mean": moments["mean"],
+            "sd": moments["sd"],
+            "quantile": None,
+            "z_score": None,
+            "in_hdi_68": None,
+            "in_hdi_95": None,
+            "r_hat": moments["r_hat"],
+            "ess_bulk": moments["ess_bulk"],
+            "ess_tail": moments["ess_tail"],
+        }
         if truth is not None:
             value = truth[name]
             entry["truth"] = value
@@ -163,17 +186,24 @@ def format_summary(result: dict) -> str:
     head = f"{'param':<7}{'mean':>12}{'sd':>11}{'r_hat':>8}{'ess_bulk':>10}{'ess_tail':>10}"
     if has_truth:
         head += f"{'truth':>12}{'quantile':>10}{'HDI68':>7}{'HDI95':>7}"
-    lines = [f"{result['model']} / {result['method']}: {result['n_halos']} halos, {result['seconds']:.1f} s, "
-             f"{result['divergences']} divergences", head]
+    lines = [
+        f"{result['model']} / {result['method']}: {result['n_halos']} halos, {result['seconds']:.1f} s, "
+        f"{result['divergences']} divergences",
+        head,
+    ]
     for name, p in result["parameters"].items():
-        line = f"{name:<7}{p['mean']:>12.6f}{p['sd']:>11.6f}{p['r_hat']:>8.3f}{p['ess_bulk']:>10.0f}{p['ess_tail']:>10.0f}"
+        line = (
+            f"{name:<7}{p['mean']:>12.6f}{p['sd']:>11.6f}{p['r_hat']:>8.3f}{p['ess_bulk']:>10.0f}{p['ess_tail']:>10.0f}"
+        )
         if has_truth:
             line += f"{p['truth']:>12.6f}{p['quantile']:>10.3f}{'yes' if p['in_hdi_68'] else 'no':>7}{'yes' if p['in_hdi_95'] else 'no':>7}"
         lines.append(line)
     if "weights" in result:
         w = result["weights"]
-        verdict = "unreliable" if not w["pareto_k"] <= 0.7 else "reliable"
-        lines.append(f"weights: ESS {w['ess']:.1f}, largest share {w['max_share']:.3g}, Pareto k-hat {w['pareto_k']:.2f} ({verdict})")
+        verdict = "unreliable" if not w["pareto_k"] <= K_HAT_THRESHOLD else "reliable"
+        lines.append(
+            f"weights: ESS {w['ess']:.1f}, largest share {w['max_share']:.3g}, Pareto k-hat {w['pareto_k']:.2f} ({verdict})"
+        )
     if "acceptance_rate" in result:
         lines.append(f"Metropolis-Hastings acceptance rate {result['acceptance_rate']:.3f}")
     if "convergence" in result:
@@ -185,14 +215,18 @@ def format_summary(result: dict) -> str:
         lines.append(format_influence(result["influence"]))
     if result.get("ppc_p_value") is not None:
         by_bin = result["ppc_p_value_by_bin"]
-        lines.append(f"posterior predictive check of L_obs: p = {result['ppc_p_value']:.3f}; per redshift bin "
-                     f"min {min(by_bin):.3f}, {sum(p < 0.01 for p in by_bin)} of {len(by_bin)} below 0.01")
+        lines.append(
+            f"posterior predictive check of L_obs: p = {result['ppc_p_value']:.3f}; per redshift bin "
+            f"min {min(by_bin):.3f}, {sum(p < 0.01 for p in by_bin)} of {len(by_bin)} below 0.01"
+        )
         lum = result.get("ppc_by_luminosity")
         if lum:
             worst = int(np.nanargmax(np.abs(lum["standardised_residual"])))
-            lines.append(f"  by luminosity ({len(lum['n_obs'])} bins of ln L_obs): largest |standardised residual| "
-                         f"{lum['max_abs_standardised']:.1f} in ln L_obs {lum['edges'][worst]:.2f}..{lum['edges'][worst + 1]:.2f} "
-                         f"({lum['n_obs'][worst]} halos, {lum['n_rep_mean'][worst]:.0f} expected)")
+            lines.append(
+                f"  by luminosity ({len(lum['n_obs'])} bins of ln L_obs): largest |standardised residual| "
+                f"{lum['max_abs_standardised']:.1f} in ln L_obs {lum['edges'][worst]:.2f}..{lum['edges'][worst + 1]:.2f} "
+                f"({lum['n_obs'][worst]} halos, {lum['n_rep_mean'][worst]:.0f} expected)"
+            )
     if "prior_conflict" in result:
         from bigmali.diagnostics.conflict import format_conflict
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from bigmali.files import atomic_write_text
 from bigmali.relation import HYPER_NAMES
+from bigmali.weights import K_HAT_THRESHOLD
 
 __all__ = ["write_report", "write_comparison"]
 
@@ -61,8 +62,12 @@ def _fmt(value, digits: int = 4) -> str:
 
 def _table(header: list[str], rows: list[list], left: int = 1) -> str:
     head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
-                   + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -88,14 +93,20 @@ class _Page:
         path = save_figure(fig, self.out_dir / f"{name}.png", dpi=dpi, bbox_inches="tight", facecolor="white")
         self.images.append(path)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        self.add(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                 f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.add(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
     def write(self, name: str = "report.html") -> Path:
         path = self.out_dir / name
-        atomic_write_text(path, f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-                        f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
-                        + "\n".join(self.parts) + "\n</body></html>\n")
+        atomic_write_text(
+            path,
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
+            + "\n".join(self.parts)
+            + "\n</body></html>\n",
+        )
         return path
 
 
@@ -104,7 +115,7 @@ def _posterior_tree(run, n_draws: int = 4000, seed: int = 0):
     ``n_draws`` draws in one chain, resampled by weight."""
     import xarray as xr
 
-    from bigmali.inference.results import is_weighted, select_hypers
+    from bigmali.datatree import is_weighted, select_hypers
 
     if not is_weighted(run):
         return run
@@ -118,8 +129,9 @@ def _pair_figure(tree, truth: dict | None):
 
     from bigmali.plotting import figure_of
 
-    pc = azp.plot_pair(tree, var_names=list(HYPER_NAMES), backend="matplotlib", marginal=True,
-                       figure_kwargs={"figsize": (10, 10)})
+    pc = azp.plot_pair(
+        tree, var_names=list(HYPER_NAMES), backend="matplotlib", marginal=True, figure_kwargs={"figsize": (10, 10)}
+    )
     if truth is not None:
         grid = pc.viz["plot"]
         for i, y_name in enumerate(grid["var_name_y"].values):
@@ -140,9 +152,22 @@ def _recovery_section(page: _Page, result: dict) -> None:
         header += ["truth", "quantile", "z-score", "in 68% HDI", "in 95% HDI"]
     rows = []
     for name, p in result["parameters"].items():
-        row = [name, _fmt(p["mean"], 6), _fmt(p["sd"], 4), _fmt(p["r_hat"], 4), _fmt(p["ess_bulk"], 5), _fmt(p["ess_tail"], 5)]
+        row = [
+            name,
+            _fmt(p["mean"], 6),
+            _fmt(p["sd"], 4),
+            _fmt(p["r_hat"], 4),
+            _fmt(p["ess_bulk"], 5),
+            _fmt(p["ess_tail"], 5),
+        ]
         if has_truth:
-            row += [_fmt(p["truth"], 6), _fmt(p["quantile"], 3), _fmt(p["z_score"], 3), _fmt(p["in_hdi_68"]), _fmt(p["in_hdi_95"])]
+            row += [
+                _fmt(p["truth"], 6),
+                _fmt(p["quantile"], 3),
+                _fmt(p["z_score"], 3),
+                _fmt(p["in_hdi_68"]),
+                _fmt(p["in_hdi_95"]),
+            ]
         rows.append(row)
     page.add("<h2>Posterior and recovery of the truth</h2>" + _table(header, rows))
 
@@ -154,22 +179,33 @@ def _influence_section(page: _Page, influence: dict) -> None:
         verdict = f'<p class="note"><span class="fail">WARNING</span> {html.escape(influence["warning"])}</p>'
     else:
         verdict = '<p><span class="pass">No halo dominates the fit.</span></p>'
-    rows = [[str(e["halo"]), _fmt(e["z"], 4), _fmt(e["lum_obs"], 5)] + [_fmt(e["shift_sd"][name], 3) for name in HYPER_NAMES]
-            + [_fmt(e["max_shift_sd"], 3), _fmt(e["pareto_k"], 3)] for e in influence["largest"]]
-    page.add("<h2>Halos that dominate the fit</h2>" + verdict
-             + f"<p>The change in each hyperparameter's posterior mean, in posterior sds, when one halo is left out "
-             f"(ArviZ <code>loo_influence</code>, PSIS), for the {influence['evaluated']} of {influence['n_halos']} halos "
-             f"with the largest first-order shift (at most {CANDIDATES}). A halo is flagged at &ge; "
-             f"{influence['threshold_sd']:g} sd, or &ge; {influence['threshold_sd_high_k']:g} sd where k&#770; &gt; 0.7 "
-             "(its shift is then a lower bound). The halos that move the posterior most:</p>"
-             + _table(["halo", "z", "L_obs"] + [f"shift of {name}" for name in HYPER_NAMES] + ["largest", "k-hat"], rows))
+    rows = [
+        [str(e["halo"]), _fmt(e["z"], 4), _fmt(e["lum_obs"], 5)]
+        + [_fmt(e["shift_sd"][name], 3) for name in HYPER_NAMES]
+        + [_fmt(e["max_shift_sd"], 3), _fmt(e["pareto_k"], 3)]
+        for e in influence["largest"]
+    ]
+    page.add(
+        "<h2>Halos that dominate the fit</h2>"
+        + verdict
+        + f"<p>The change in each hyperparameter's posterior mean, in posterior sds, when one halo is left out "
+        f"(ArviZ <code>loo_influence</code>, PSIS), for the {influence['evaluated']} of {influence['n_halos']} halos "
+        f"with the largest first-order shift (at most {CANDIDATES}). A halo is flagged at &ge; "
+        f"{influence['threshold_sd']:g} sd, or &ge; {influence['threshold_sd_high_k']:g} sd where k&#770; &gt; 0.7 "
+        "(its shift is then a lower bound). The halos that move the posterior most:</p>"
+        + _table(["halo", "z", "L_obs"] + [f"shift of {name}" for name in HYPER_NAMES] + ["largest", "k-hat"], rows)
+    )
 
 
 def _convergence_section(page: _Page, conv: dict) -> None:
-    rows = [[c["name"], _verdict(c["passed"]), _fmt(c["value"]), _fmt(c["threshold"]), html.escape(c["detail"])]
-            for c in conv["checks"]]
-    page.add(f"<h2>Convergence: {_verdict(conv['passed'])}</h2>"
-             + _table(["check", "verdict", "value", "threshold", "detail"], rows))
+    rows = [
+        [c["name"], _verdict(c["passed"]), _fmt(c["value"]), _fmt(c["threshold"]), html.escape(c["detail"])]
+        for c in conv["checks"]
+    ]
+    page.add(
+        f"<h2>Convergence: {_verdict(conv['passed'])}</h2>"
+        + _table(["check", "verdict", "value", "threshold", "detail"], rows)
+    )
 
 
 def _ppc_section(page: _Page, ppc) -> None:
@@ -178,27 +214,42 @@ def _ppc_section(page: _Page, ppc) -> None:
     path = page.out_dir / "ppc.png"
     plot_ppc(ppc, path)
     page.images.append(path)
-    rows = [[f"{ppc.z_bins[b, 0]:.3f} &ndash; {ppc.z_bins[b, 1]:.3f}", str(ppc.n_halos_by_bin[b]), _fmt(ppc.t_obs[b], 4),
-             _fmt(float(np.median(ppc.t_rep[:, b])), 4), _fmt(ppc.p_value_by_bin[b], 3)] for b in range(len(ppc.n_halos_by_bin))]
+    rows = [
+        [
+            f"{ppc.z_bins[b, 0]:.3f} &ndash; {ppc.z_bins[b, 1]:.3f}",
+            str(ppc.n_halos_by_bin[b]),
+            _fmt(ppc.t_obs[b], 4),
+            _fmt(float(np.median(ppc.t_rep[:, b])), 4),
+            _fmt(ppc.p_value_by_bin[b], 3),
+        ]
+        for b in range(len(ppc.n_halos_by_bin))
+    ]
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    verdict = "no evidence against the model" if ppc.p_value >= 0.05 else (
-        "the model does not reproduce the luminosity distribution" if ppc.p_value < 0.01 else "marginal")
-    page.add(f"<h2>Posterior predictive check of L<sub>obs</sub></h2><p>Chi-square distance of each redshift bin's "
-             f"ln L<sub>obs</sub> histogram from the posterior predictive one, {ppc.replicates.shape[0]} replicated catalogs. "
-             f"Catalog-wide p = <b>{ppc.p_value:.3f}</b> ({verdict}).</p>"
-             f'<figure><img alt="posterior predictive check" src="data:image/png;base64,{data}"><figcaption>ArviZ PPC: '
-             "catalog (dark) and replicated ln L_obs in redshift bins, with each bin's p-value.</figcaption></figure>"
-             + _table(["redshift bin", "halos", "T(catalog)", "median T(replicate)", "p-value"], rows))
+    verdict = (
+        "no evidence against the model"
+        if ppc.p_value >= 0.05
+        else ("the model does not reproduce the luminosity distribution" if ppc.p_value < 0.01 else "marginal")
+    )
+    page.add(
+        f"<h2>Posterior predictive check of L<sub>obs</sub></h2><p>Chi-square distance of each redshift bin's "
+        f"ln L<sub>obs</sub> histogram from the posterior predictive one, {ppc.replicates.shape[0]} replicated catalogs. "
+        f"Catalog-wide p = <b>{ppc.p_value:.3f}</b> ({verdict}).</p>"
+        f'<figure><img alt="posterior predictive check" src="data:image/png;base64,{data}"><figcaption>ArviZ PPC: '
+        "catalog (dark) and replicated ln L_obs in redshift bins, with each bin's p-value.</figcaption></figure>"
+        + _table(["redshift bin", "halos", "T(catalog)", "median T(replicate)", "p-value"], rows)
+    )
     from bigmali.diagnostics.ppc import plot_by_luminosity
 
     path = plot_by_luminosity(ppc, page.out_dir / "ppc_luminosity.png")
     page.images.append(path)
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    page.add(f'<figure><img alt="PPC by luminosity" src="data:image/png;base64,{data}"><figcaption>Where in '
-             "L<sub>obs</sub> the replicated catalogs depart from the data: per bin of ln L<sub>obs</sub> (the catalog's "
-             "quantiles), the quantile residual of the observed count among the replicated counts (top) and the "
-             "standardised residual (bottom). A model that describes the catalog stays within about &plusmn;2; a run of "
-             "one sign at the faint or bright end marks a wrong mass function.</figcaption></figure>")
+    page.add(
+        f'<figure><img alt="PPC by luminosity" src="data:image/png;base64,{data}"><figcaption>Where in '
+        "L<sub>obs</sub> the replicated catalogs depart from the data: per bin of ln L<sub>obs</sub> (the catalog's "
+        "quantiles), the quantile residual of the observed count among the replicated counts (top) and the "
+        "standardised residual (bottom). A model that describes the catalog stays within about &plusmn;2; a run of "
+        "one sign at the faint or bright end marks a wrong mass function.</figcaption></figure>"
+    )
 
 
 def _conflict_section(page: _Page, conflict: dict) -> None:
@@ -213,11 +264,16 @@ def _conflict_section(page: _Page, conflict: dict) -> None:
     header = ["parameter", "posterior mean - hyperprior mean (hyperprior sds)"]
     if psense:
         header += ["prior sensitivity", "likelihood sensitivity", "ArviZ diagnosis"]
-    verdict = (f'<p class="fail">{html.escape(conflict["warning"])}.</p>' if conflict["warning"]
-               else "<p>No prior-data conflict.</p>")
-    page.add("<h2>Prior-data conflict</h2><p>Distance of the posterior mean from the hyperprior mean, and ArviZ's "
-             f"power-scaling sensitivity (psense; {conflict['psense_draws']} draws) to the hyperprior and to the "
-             "likelihood: both &ge; 0.05 is a prior-data conflict.</p>" + verdict + _table(header, rows))
+    verdict = (
+        f'<p class="fail">{html.escape(conflict["warning"])}.</p>'
+        if conflict["warning"]
+        else "<p>No prior-data conflict.</p>"
+    )
+    page.add(
+        "<h2>Prior-data conflict</h2><p>Distance of the posterior mean from the hyperprior mean, and ArviZ's "
+        f"power-scaling sensitivity (psense; {conflict['psense_draws']} draws) to the hyperprior and to the "
+        "likelihood: both &ge; 0.05 is a prior-data conflict.</p>" + verdict + _table(header, rows)
+    )
 
 
 def _loo_section(page: _Page, run) -> None:
@@ -229,20 +285,32 @@ def _loo_section(page: _Page, run) -> None:
     elpd = loo_elpd(run)
     result = halo_loo(run, elpd=elpd)
     pc = azp.plot_khat(elpd, backend="matplotlib", figure_kwargs={"figsize": (10, 3.2)})
-    how = ("" if result["method"] == "exact" else
-           f" (ArviZ's subsampling estimate from {SUBSAMPLE} random halos; the worst halos below come "
-           f"from exact PSIS on the {CANDIDATES} halos of lowest lpd)")
-    page.add(f"<h2>Leave-one-halo-out (PSIS-LOO)</h2><p>elpd<sub>loo</sub> = {result['elpd_loo']:.1f} &plusmn; "
-             f"{result['se']:.1f}, p<sub>loo</sub> = {result['p_loo']:.2f} over {result['n_halos']} halos and "
-             f"{result['n_draws']} draws{how}; {result['n_pareto_k_above_0.7']} of the {result['exact_halos']} halos with "
-             f"exact PSIS have k&#770; &gt; 0.7 (largest {result['max_pareto_k']:.2f}). The halos the model finds most "
-             "surprising:</p>"
-             + ('<p class="note">Pareto k-hat from fewer than 1,000 draws is noisy (its tail fit uses a few dozen '
-                "weights): refit with a larger <code>log_likelihood</code> budget before acting on high k-hat.</p>"
-                if result["n_draws"] < 1000 else "")
-             + _table(["halo", "z", "L_obs", "elpd_i", "k-hat"],
-                      [[str(w["halo"]), _fmt(w["z"], 4), _fmt(w["lum_obs"], 5), _fmt(w["elpd_i"], 4), _fmt(w["pareto_k"], 3)]
-                       for w in result["worst"]]))
+    how = (
+        ""
+        if result["method"] == "exact"
+        else f" (ArviZ's subsampling estimate from {SUBSAMPLE} random halos; the worst halos below come "
+        f"from exact PSIS on the {CANDIDATES} halos of lowest lpd)"
+    )
+    page.add(
+        f"<h2>Leave-one-halo-out (PSIS-LOO)</h2><p>elpd<sub>loo</sub> = {result['elpd_loo']:.1f} &plusmn; "
+        f"{result['se']:.1f}, p<sub>loo</sub> = {result['p_loo']:.2f} over {result['n_halos']} halos and "
+        f"{result['n_draws']} draws{how}; {result['n_pareto_k_above_0.7']} of the {result['exact_halos']} halos with "
+        f"exact PSIS have k&#770; &gt; 0.7 (largest {result['max_pareto_k']:.2f}). The halos the model finds most "
+        "surprising:</p>"
+        + (
+            '<p class="note">Pareto k-hat from fewer than 1,000 draws is noisy (its tail fit uses a few dozen '
+            "weights): refit with a larger <code>log_likelihood</code> budget before acting on high k-hat.</p>"
+            if result["n_draws"] < 1000
+            else ""
+        )
+        + _table(
+            ["halo", "z", "L_obs", "elpd_i", "k-hat"],
+            [
+                [str(w["halo"]), _fmt(w["z"], 4), _fmt(w["lum_obs"], 5), _fmt(w["elpd_i"], 4), _fmt(w["pareto_k"], 3)]
+                for w in result["worst"]
+            ],
+        )
+    )
     page.figure(figure_of(pc), "loo_khat", "Pareto k-hat of each halo's leave-one-out importance weights.")
 
 
@@ -258,9 +326,11 @@ def _weights_section(page: _Page, run, result: dict) -> None:
     ax.set_xlabel("draw, by decreasing weight")
     ax.set_ylabel("normalised raw weight")
     ax.set_ylim(max(norm.min(), 1e-30), 1.5)
-    verdict = "reliable" if w["pareto_k"] <= 0.7 else "unreliable: the estimates rest on a few draws"
-    page.add(f"<h2>Importance weights</h2><p>Weight ESS {w['ess']:.1f} of {norm.size} draws, largest share "
-             f"{w['max_share']:.3g}, PSIS k&#770; = {_fmt(w['pareto_k'], 3)} ({verdict}).</p>")
+    verdict = "reliable" if w["pareto_k"] <= K_HAT_THRESHOLD else "unreliable: the estimates rest on a few draws"
+    page.add(
+        f"<h2>Importance weights</h2><p>Weight ESS {w['ess']:.1f} of {norm.size} draws, largest share "
+        f"{w['max_share']:.3g}, PSIS k&#770; = {_fmt(w['pareto_k'], 3)} ({verdict}).</p>"
+    )
     page.figure(fig, "weights", "Raw importance weights sorted from the largest (log-log).")
 
 
@@ -277,10 +347,10 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     matplotlib.use("Agg")
     import arviz_plots as azp
 
+    from bigmali.datatree import attr_json, is_weighted, load_run
     from bigmali.diagnostics.convergence import convergence
     from bigmali.diagnostics.ppc import posterior_predictive_check
     from bigmali.diagnostics.recovery import resolve_truth, summary
-    from bigmali.inference.results import attr_json, is_weighted, load_run
     from bigmali.plotting import figure_of
 
     start = time.perf_counter()
@@ -304,9 +374,11 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     title = f"bigmali report: {run.attrs.get('model')} / {run.attrs.get('method')}, {run.attrs.get('n_halos')} halos"
     page = _Page(out_dir, title)
     config = attr_json(run, "config", {}) or {}
-    page.add(f'<p class="meta">Run {html.escape(source or "(in memory)")}; fitted in {_fmt(result["seconds"], 4)} s; '
-             f"mass prior: {html.escape(str(run.attrs.get('prior_description', 'unknown')))}; settings: "
-             f"{html.escape(json.dumps(config))}; bigmali {html.escape(str(run.attrs.get('bigmali_version', '?')))}.</p>")
+    page.add(
+        f'<p class="meta">Run {html.escape(source or "(in memory)")}; fitted in {_fmt(result["seconds"], 4)} s; '
+        f"mass prior: {html.escape(str(run.attrs.get('prior_description', 'unknown')))}; settings: "
+        f"{html.escape(json.dumps(config))}; bigmali {html.escape(str(run.attrs.get('bigmali_version', '?')))}.</p>"
+    )
     _recovery_section(page, result)
     if "influence" in result:
         _influence_section(page, result["influence"])
@@ -318,15 +390,27 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     if weighted:
         _weights_section(page, run, result)
     else:
-        pc = azp.plot_trace_dist(run, var_names=list(HYPER_NAMES), backend="matplotlib", figure_kwargs={"figsize": (12, 9)})
+        pc = azp.plot_trace_dist(
+            run, var_names=list(HYPER_NAMES), backend="matplotlib", figure_kwargs={"figsize": (12, 9)}
+        )
         page.figure(figure_of(pc), "trace", "Trace and marginal density of each hyperparameter, per chain (ArviZ).")
         if conv["chains"] > 1:
-            pc = azp.plot_rank(run, var_names=list(HYPER_NAMES), backend="matplotlib", figure_kwargs={"figsize": (14, 3.4)})
-            page.figure(figure_of(pc), "rank", "Rank ECDF difference per chain with its simultaneous band (ArviZ): "
-                        "chains that sample the same distribution stay inside.")
-    page.figure(_pair_figure(_posterior_tree(run), truth), "pair",
-                "Pair plot of the hyperparameters (ArviZ)" + ("; the truth in red." if truth else ".")
-                + (" Draws resampled by weight." if weighted else ""))
+            pc = azp.plot_rank(
+                run, var_names=list(HYPER_NAMES), backend="matplotlib", figure_kwargs={"figsize": (14, 3.4)}
+            )
+            page.figure(
+                figure_of(pc),
+                "rank",
+                "Rank ECDF difference per chain with its simultaneous band (ArviZ): "
+                "chains that sample the same distribution stay inside.",
+            )
+    page.figure(
+        _pair_figure(_posterior_tree(run), truth),
+        "pair",
+        "Pair plot of the hyperparameters (ArviZ)"
+        + ("; the truth in red." if truth else ".")
+        + (" Draws resampled by weight." if weighted else ""),
+    )
     try:
         ppc = posterior_predictive_check(run, prior=prior, n_draws=ppc_draws)
     except ValueError as exc:
@@ -337,8 +421,10 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
     if "log_likelihood" in run.children:
         _loo_section(page, run)
     elif not weighted:
-        page.add('<h2>Leave-one-halo-out</h2><p class="note">The run has no log_likelihood group (fitted with '
-                 "log_likelihood=0): no LOO.</p>")
+        page.add(
+            '<h2>Leave-one-halo-out</h2><p class="note">The run has no log_likelihood group (fitted with '
+            "log_likelihood=0): no LOO.</p>"
+        )
     seconds = time.perf_counter() - start
     page.add(f'<p class="meta">Report written in {seconds:.1f} s.</p>')
     path = page.write()
@@ -352,19 +438,22 @@ def write_comparison(runs, out_dir, *, labels=None, truth=None, prior=None, ppc_
 
     matplotlib.use("Agg")
 
+    from bigmali.datatree import load_run
     from bigmali.diagnostics.compare import compare, plot_comparison
     from bigmali.diagnostics.convergence import convergence
     from bigmali.diagnostics.ppc import posterior_predictive_check
     from bigmali.diagnostics.recovery import resolve_truth
-    from bigmali.inference.results import load_run
 
     start = time.perf_counter()
     if len(runs) < 2:
         raise ValueError("a comparison needs at least two runs")
     names = [str(r) if not hasattr(r, "children") else f"run {i}" for i, r in enumerate(runs)]
     runs = [r if hasattr(r, "children") else load_run(r) for r in runs]
-    labels = list(labels) if labels is not None else [f"{n} ({r.attrs.get('model')}/{r.attrs.get('method')})"
-                                                      for n, r in zip(names, runs)]
+    labels = (
+        list(labels)
+        if labels is not None
+        else [f"{n} ({r.attrs.get('model')}/{r.attrs.get('method')})" for n, r in zip(names, runs)]
+    )
     truth = resolve_truth(truth)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -373,10 +462,20 @@ def write_comparison(runs, out_dir, *, labels=None, truth=None, prior=None, ppc_
     rows = []
     for name, entries in result["parameters"].items():
         for label, e in zip(labels, entries):
-            rows.append([name, html.escape(label), _fmt(e["mean"], 6), _fmt(e["sd"], 4), _fmt(e["diff_sd"], 3),
-                         _fmt(e["sd_ratio"], 3)] + ([_fmt((truth[name] - e["mean"]) / e["sd"] if e["sd"] > 0 else None, 3)]
-                                                    if truth else []))
-    header = ["parameter", "run", "mean", "sd", "shift / ref sd", "sd / ref sd"] + (["z-score of truth"] if truth else [])
+            rows.append(
+                [
+                    name,
+                    html.escape(label),
+                    _fmt(e["mean"], 6),
+                    _fmt(e["sd"], 4),
+                    _fmt(e["diff_sd"], 3),
+                    _fmt(e["sd_ratio"], 3),
+                ]
+                + ([_fmt((truth[name] - e["mean"]) / e["sd"] if e["sd"] > 0 else None, 3)] if truth else [])
+            )
+    header = ["parameter", "run", "mean", "sd", "shift / ref sd", "sd / ref sd"] + (
+        ["z-score of truth"] if truth else []
+    )
     page.add(f"<h2>Hyperparameters</h2><p>Reference: {html.escape(labels[0])}.</p>" + _table(header, rows, left=2))
     checks = []
     for label, run in zip(labels, runs):
@@ -386,15 +485,27 @@ def write_comparison(runs, out_dir, *, labels=None, truth=None, prior=None, ppc_
         except ValueError as exc:
             p = html.escape(f"not run ({exc})")
         failed = [c["name"] for c in conv["checks"] if not c["passed"]]
-        checks.append([html.escape(label), _fmt(run.attrs.get("seconds"), 4), _verdict(conv["passed"]),
-                       html.escape(", ".join(failed) or "none"), p])
-    page.add("<h2>Checks per run</h2>" + _table(["run", "seconds", "convergence", "failed checks", "PPC p-value"], checks))
+        checks.append(
+            [
+                html.escape(label),
+                _fmt(run.attrs.get("seconds"), 4),
+                _verdict(conv["passed"]),
+                html.escape(", ".join(failed) or "none"),
+                p,
+            ]
+        )
+    page.add(
+        "<h2>Checks per run</h2>" + _table(["run", "seconds", "convergence", "failed checks", "PPC p-value"], checks)
+    )
     path = plot_comparison(runs, out_dir / "marginals.png", labels, truth=truth)
     page.images.append(path)
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    page.add(f'<figure><img alt="overlaid marginals" src="data:image/png;base64,{data}"><figcaption>Overlaid '
-             "marginal densities (weighted kernel density estimates)" + ("; the truth in black." if truth else ".")
-             + "</figcaption></figure>")
+    page.add(
+        f'<figure><img alt="overlaid marginals" src="data:image/png;base64,{data}"><figcaption>Overlaid '
+        "marginal densities (weighted kernel density estimates)"
+        + ("; the truth in black." if truth else ".")
+        + "</figcaption></figure>"
+    )
     seconds = time.perf_counter() - start
     page.add(f'<p class="meta">Report written in {seconds:.1f} s.</p>')
     return {"html": page.write(), "images": page.images, "seconds": seconds}

@@ -22,19 +22,20 @@ have the same number of halos); other models and methods go through :func:`bigma
 from __future__ import annotations
 
 import json
-import arviz_stats  # noqa: F401  (registers the .azstats accessor)
 import os
 import time
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
+import arviz_stats  # noqa: F401  (registers the .azstats accessor)
 import jax
 import numpy as np
 from scipy import stats
 
 from bigmali import lightcone
 from bigmali.files import atomic_write_text
+from bigmali.inference.nuts import default_target_accept
 from bigmali.mass_prior import MassPrior, load_mass_prior
 from bigmali.relation import HYPER_NAMES, Hyper, sample_hyperprior
 
@@ -137,9 +138,10 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
     from numpyro.infer.util import potential_energy
 
     from bigmali.inference.laplace import mode_and_cov
-    from bigmali.models import collapsed, quadrature
+    from bigmali.likelihood import quadrature
+    from bigmali.likelihood.quadrature import QuadratureConfig
+    from bigmali.models import collapsed
     from bigmali.models.common import HYPER_SITES
-    from bigmali.models.quadrature import QuadratureConfig
     from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD
 
     # 160 r-grid points and 2-point Gauss-Legendre per knot interval keep each halo's
@@ -155,9 +157,18 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
         x, cov = mode_and_cov(f, jnp.zeros(len(HYPER_SITES)))
         return x, jnp.linalg.cholesky(cov)
 
-    mcmc = MCMC(NUTS(partial(_whitened_collapsed_model, config=config), dense_mass=True, target_accept_prob=0.65),
-                num_warmup=settings.warmup, num_samples=settings.draws, num_chains=1, progress_bar=False,
-                jit_model_args=True)
+    mcmc = MCMC(
+        NUTS(
+            partial(_whitened_collapsed_model, config=config),
+            dense_mass=True,
+            target_accept_prob=default_target_accept("collapsed"),
+        ),
+        num_warmup=settings.warmup,
+        num_samples=settings.draws,
+        num_chains=1,
+        progress_bar=False,
+        jit_model_args=True,
+    )
     mean, sd = np.asarray(HYPERPRIOR_MEAN), np.asarray(HYPERPRIOR_SD)
 
     def fit(mock, key):
@@ -179,9 +190,20 @@ def _generic_fitter(settings: SbcSettings, prior: MassPrior):
     from bigmali.fit import fit as fit_catalog
 
     def fit(mock, key):
-        run = fit_catalog(mock, settings.model, settings.method, prior, chains=1, warmup=settings.warmup,
-                          draws=settings.draws, svi_draws=settings.draws, seed=int(jax.random.randint(key, (), 0, 2**30)),
-                          progress=False, mass_draws=0, log_likelihood=0)
+        run = fit_catalog(
+            mock,
+            settings.model,
+            settings.method,
+            prior,
+            chains=1,
+            warmup=settings.warmup,
+            draws=settings.draws,
+            svi_draws=settings.draws,
+            seed=int(jax.random.randint(key, (), 0, 2**30)),
+            progress=False,
+            mass_draws=0,
+            log_likelihood=0,
+        )
         draws = np.stack([np.asarray(run["posterior"][name]).ravel() for name in HYPER_NAMES], axis=1)
         stats_ = run["sample_stats"]
         log_w = np.asarray(stats_["log_weight"]).ravel() if "log_weight" in stats_ else None
@@ -195,7 +217,7 @@ def _rank_row(draws: np.ndarray, log_w, truth: Hyper, settings: SbcSettings, rng
     truth = np.asarray(truth)
     u = rng.uniform(size=truth.size)
     if log_w is None:
-        kept = draws[::settings.thin]
+        kept = draws[:: settings.thin]
         ranks = np.sum(kept < truth, axis=0)
         return ranks.tolist(), ((ranks + u) / (kept.shape[0] + 1)).tolist()
     w = np.exp(log_w - np.logaddexp.reduce(log_w))
@@ -244,16 +266,36 @@ def read_sbc(path) -> SbcResult:
     rows = sorted({r["dataset"]: r for r in rows}.values(), key=lambda r: r["dataset"])
 
     def table(key, names=HYPER_NAMES):
-        return np.array([[np.nan if r[key][n] is None else r[key][n] for n in names] for r in rows], dtype=np.float64).reshape(len(rows), len(names))
+        return np.array(
+            [[np.nan if r[key][n] is None else r[key][n] for n in names] for r in rows], dtype=np.float64
+        ).reshape(len(rows), len(names))
 
-    return SbcResult(settings, np.array([r["dataset"] for r in rows], dtype=np.int64), table("truth"), table("rank"),
-                     table("pit"), np.array([r["divergences"] for r in rows], dtype=np.int64),
-                     np.array([r["seconds"] for r in rows], dtype=np.float64))
+    return SbcResult(
+        settings,
+        np.array([r["dataset"] for r in rows], dtype=np.int64),
+        table("truth"),
+        table("rank"),
+        table("pit"),
+        np.array([r["divergences"] for r in rows], dtype=np.int64),
+        np.array([r["seconds"] for r in rows], dtype=np.float64),
+    )
 
 
-def run_sbc(out, n_datasets: int, n_halos: int, *, model: str = "collapsed", method: str = "nuts", warmup: int = 300,
-            draws: int = 400, thin: int = 4, seed: int = 0, prior_options: dict | None = None,
-            prior: MassPrior | None = None, progress: bool = True) -> SbcResult:
+def run_sbc(
+    out,
+    n_datasets: int,
+    n_halos: int,
+    *,
+    model: str = "collapsed",
+    method: str = "nuts",
+    warmup: int = 300,
+    draws: int = 400,
+    thin: int = 4,
+    seed: int = 0,
+    prior_options: dict | None = None,
+    prior: MassPrior | None = None,
+    progress: bool = True,
+) -> SbcResult:
     """Run (or resume) SBC into the JSON Lines file ``out`` until it holds ``n_datasets`` datasets.
 
     Args:
@@ -279,8 +321,10 @@ def run_sbc(out, n_datasets: int, n_halos: int, *, model: str = "collapsed", met
         differ = [k for k in wanted if recorded.get(k) != wanted[k]]
         if differ:
             k = differ[0]
-            raise ValueError(f"SBC file {str(path)!r} was made with {k} = {recorded.get(k)!r}, not {wanted[k]!r}: "
-                             "use another --out file or the same settings")
+            raise ValueError(
+                f"SBC file {str(path)!r} was made with {k} = {recorded.get(k)!r}, not {wanted[k]!r}: "
+                "use another --out file or the same settings"
+            )
         if not path.read_text().endswith("\n"):  # drop a line cut short by an interruption
             text = path.read_text()
             atomic_write_text(path, text[: text.rfind("\n") + 1])
@@ -292,7 +336,9 @@ def run_sbc(out, n_datasets: int, n_halos: int, *, model: str = "collapsed", met
     if todo:
         if prior is None:
             prior = load_mass_prior(**(prior_options or {}))
-        fitter = (_collapsed_nuts_fitter if (model, method) == ("collapsed", "nuts") else _generic_fitter)(settings, prior)
+        fitter = (_collapsed_nuts_fitter if (model, method) == ("collapsed", "nuts") else _generic_fitter)(
+            settings, prior
+        )
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -305,9 +351,14 @@ def run_sbc(out, n_datasets: int, n_halos: int, *, model: str = "collapsed", met
                 mock = lightcone.simulate(prior, truth, n_halos=n_halos, seed=_mock_seed(seed, d))
                 fit_draws, log_w, div = fitter(mock, jax.random.fold_in(jax.random.PRNGKey(seed + 1), d))
                 ranks, pit = _rank_row(fit_draws, log_w, truth, settings, np.random.default_rng([seed, d]))
-                row = {"dataset": d, "truth": dict(zip(HYPER_NAMES, map(float, truth))),
-                       "rank": dict(zip(HYPER_NAMES, ranks)), "pit": dict(zip(HYPER_NAMES, pit)),
-                       "divergences": div, "seconds": time.perf_counter() - start}
+                row = {
+                    "dataset": d,
+                    "truth": dict(zip(HYPER_NAMES, map(float, truth))),
+                    "rank": dict(zip(HYPER_NAMES, ranks)),
+                    "pit": dict(zip(HYPER_NAMES, pit)),
+                    "divergences": div,
+                    "seconds": time.perf_counter() - start,
+                }
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -329,12 +380,16 @@ def format_sbc(result: SbcResult) -> str:
     """A readable table of the uniformity tests."""
     s = result.settings
     k = result.dataset.size
-    lines = [f"SBC: {k} datasets of {s.n_halos} halos, {s.model}/{s.method}, {s.warmup}+{s.draws} draws, "
-             f"ranks among {s.n_ranked}; {result.seconds.sum():.0f} s in all ({np.median(result.seconds):.1f} s median), "
-             f"{int(result.divergences.sum())} divergences",
-             f"{'param':<8}{'p (pot_c)':>11}{'p (chi2)':>10}  verdict (reject at p < {REJECT_P})"]
+    lines = [
+        f"SBC: {k} datasets of {s.n_halos} halos, {s.model}/{s.method}, {s.warmup}+{s.draws} draws, "
+        f"ranks among {s.n_ranked}; {result.seconds.sum():.0f} s in all ({np.median(result.seconds):.1f} s median), "
+        f"{int(result.divergences.sum())} divergences",
+        f"{'param':<8}{'p (pot_c)':>11}{'p (chi2)':>10}  verdict (reject at p < {REJECT_P})",
+    ]
     for name, u in result.uniformity().items():
-        lines.append(f"{name:<8}{u['p_pot_c']:>11.4f}{u['p_chi2']:>10.4f}  {'REJECTED' if u['rejected'] else 'uniform'}")
+        lines.append(
+            f"{name:<8}{u['p_pot_c']:>11.4f}{u['p_chi2']:>10.4f}  {'REJECTED' if u['rejected'] else 'uniform'}"
+        )
     return "\n".join(lines)
 
 
@@ -355,14 +410,18 @@ def plot_sbc(result: SbcResult, path, band_prob: float = 0.99) -> Path:
     from bigmali.plotting import figure_of, save_figure
 
     n = result.dataset.size
-    pc = azp.plot_ecdf_pit(result.to_datatree(), group="prior_sbc", backend="matplotlib", col_wrap=4,
-                           figure_kwargs={"figsize": (15, 3.6)})
+    pc = azp.plot_ecdf_pit(
+        result.to_datatree(), group="prior_sbc", backend="matplotlib", col_wrap=4, figure_kwargs={"figsize": (15, 3.6)}
+    )
     fig = figure_of(pc)
     x, _, lower, upper = ecdf_pit(np.linspace(0.0, 1.0, n), band_prob, 1000, rng=np.random.default_rng(0))
     for ax in fig.axes:
-        ax.fill_between(x, lower - x, upper - x, color="0.85", zorder=0, step="post",
-                        label=f"{band_prob:.0%} simultaneous band")
+        ax.fill_between(
+            x, lower - x, upper - x, color="0.85", zorder=0, step="post", label=f"{band_prob:.0%} simultaneous band"
+        )
     fig.axes[0].legend(loc="lower left", fontsize=8)
     s = result.settings
-    fig.suptitle(f"SBC: {n} datasets of {s.n_halos} halos ({s.model}/{s.method}); ECDF of the PIT minus uniform", y=1.04)
+    fig.suptitle(
+        f"SBC: {n} datasets of {s.n_halos} halos ({s.model}/{s.method}); ECDF of the PIT minus uniform", y=1.04
+    )
     return save_figure(fig, path, dpi=110, bbox_inches="tight")

@@ -32,10 +32,10 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from bigmali.catalog import Catalog
-from bigmali.inference.blocks import map_blocks
-from bigmali.inference.importance import progress_bar
 from bigmali.mass_prior import MassPrior
 from bigmali.relation import HYPER_NAMES
+from bigmali.utils import map_blocks, progress_bar
+from bigmali.weights import psis, weight_ess
 
 __all__ = ["Evidence", "log_evidence", "quadrature_log_evidence"]
 
@@ -67,8 +67,8 @@ def _collapsed_potential(catalog: Catalog, prior: MassPrior, key):
     from numpyro.infer.util import initialize_model
 
     from bigmali.inference.laplace import laplace
+    from bigmali.likelihood.quadrature import QuadratureConfig
     from bigmali.models import collapsed
-    from bigmali.models.quadrature import QuadratureConfig
 
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     args = (z, lum, prior, collapsed.prepare_data(z, lum, prior), QuadratureConfig(linear=prior.z_interp == "linear"))
@@ -77,12 +77,11 @@ def _collapsed_potential(catalog: Catalog, prior: MassPrior, key):
     return approx, potential, postprocess
 
 
-def log_evidence(catalog: Catalog, prior: MassPrior, *, n_draws: int = 4000, df: float = 7.0, seed: int = 0,
-                 progress: bool = False) -> Evidence:
+def log_evidence(
+    catalog: Catalog, prior: MassPrior, *, n_draws: int = 4000, df: float = 7.0, seed: int = 0, progress: bool = False
+) -> Evidence:
     """ln Z of the collapsed model for ``catalog`` under ``prior`` (module docstring)."""
     import numpyro.distributions as dist
-
-    from bigmali.diagnostics.weights import psis
 
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 100:
         raise ValueError(f"n_draws = {n_draws!r}: the evidence needs an integer >= 100 of importance draws")
@@ -100,8 +99,7 @@ def log_evidence(catalog: Catalog, prior: MassPrior, *, n_draws: int = 4000, df:
     log_w = np.asarray(log_post) - np.asarray(log_q)
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     log_z = float(logsumexp(log_w) - math.log(n_draws))
-    norm = log_w - logsumexp(log_w)
-    ess = float(np.exp(-logsumexp(2.0 * norm)))
+    ess = weight_ess(log_w)
     smoothed, k_hat = psis(log_w)
     return Evidence(
         log_evidence=log_z,

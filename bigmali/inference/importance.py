@@ -2,7 +2,7 @@
 
 * :func:`is_prior` — the 2017 scheme: ``K`` hyper-samples from the hyperprior, each
   weighted by its log-likelihood, estimated by importance sampling per halo
-  (:mod:`bigmali.inference.is_likelihood`, fresh random numbers per hyper-sample, as in 2017)
+  (:mod:`bigmali.likelihood.catalog_is`, fresh random numbers per hyper-sample, as in 2017)
   or computed exactly (the collapsed quadrature), which separates the scheme's own failure
   from the noise and bias of its likelihood.
 * :func:`is_proposal` — hyper-samples from the Laplace approximation of the collapsed
@@ -21,15 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigmali.diagnostics.weights import normalise_log_weights, psis, weight_diagnostics
-from bigmali.inference.blocks import map_blocks
-from bigmali.inference.halo_likelihood import HaloData
-from bigmali.inference.is_likelihood import is_log_likelihood
+from bigmali.likelihood.catalog_is import is_log_likelihood
+from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood
+from bigmali.likelihood.single_halo import HaloData
 from bigmali.mass_prior import MassPrior
-from bigmali.models.quadrature import CollapsedData, QuadratureConfig, log_likelihood
 from bigmali.relation import HYPER_NAMES, Hyper, sample_hyperprior
+from bigmali.utils import map_blocks, progress_bar
+from bigmali.weights import normalise_log_weights, psis, weight_diagnostics
 
-__all__ = ["WeightedOutput", "is_prior", "is_proposal", "weighted_output", "progress_bar"]
+__all__ = ["WeightedOutput", "is_prior", "is_proposal", "weighted_output"]
 
 
 class WeightedOutput(NamedTuple):
@@ -52,12 +52,6 @@ class WeightedOutput(NamedTuple):
     seconds: float
 
 
-def progress_bar(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
-
-
 def weighted_output(samples: dict, log_w, log_like, start: float) -> WeightedOutput:
     log_w = np.asarray(log_w, dtype=np.float64)
     smoothed, _ = psis(log_w)
@@ -71,8 +65,9 @@ def weighted_output(samples: dict, log_w, log_like, start: float) -> WeightedOut
     )
 
 
-def exact_log_likelihoods(hypers: Hyper, data: CollapsedData, config: QuadratureConfig, block: int = 64,
-                          progress: bool = False) -> np.ndarray:
+def exact_log_likelihoods(
+    hypers: Hyper, data: CollapsedData, config: QuadratureConfig, block: int = 64, progress: bool = False
+) -> np.ndarray:
     """The collapsed log-likelihood at each of a batch of hyperparameters (leading axis)."""
     f = jax.jit(jax.vmap(lambda h: log_likelihood(h, data, config)))
     batch = Hyper(*(jnp.asarray(np.asarray(v)) for v in hypers))
@@ -80,9 +75,19 @@ def exact_log_likelihoods(hypers: Hyper, data: CollapsedData, config: Quadrature
         return map_blocks(f, batch, block, bar)
 
 
-def is_prior(halo_data: HaloData, collapsed_data: CollapsedData, prior: MassPrior, config: QuadratureConfig, *,
-             n_hyper: int = 10_000, is_samples: int = 100, clip: bool = True, likelihood: str = "is", seed: int = 0,
-             progress: bool = True) -> WeightedOutput:
+def is_prior(
+    halo_data: HaloData,
+    collapsed_data: CollapsedData,
+    prior: MassPrior,
+    config: QuadratureConfig,
+    *,
+    n_hyper: int = 10_000,
+    is_samples: int = 100,
+    clip: bool = True,
+    likelihood: str = "is",
+    seed: int = 0,
+    progress: bool = True,
+) -> WeightedOutput:
     """The 2017 scheme: hyperprior draws weighted by their likelihood.
 
     Args:

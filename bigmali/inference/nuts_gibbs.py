@@ -34,7 +34,7 @@ def _per_halo_log_density(model, model_args, site, hmc_sites, u):
     """Log-density of each halo's latent ``u_k`` given the hyperparameters, up to a constant."""
     tr = trace(substitute(seed(model, 0), {**hmc_sites, site: u})).get_trace(*model_args)
     total = tr[site]["fn"].log_prob(u)
-    for name, node in tr.items():
+    for node in tr.values():
         if node["type"] == "sample" and node["is_observed"] and jnp.shape(node["value"]) == jnp.shape(u):
             total = total + node["fn"].log_prob(node["value"])
     return total

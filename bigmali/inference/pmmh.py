@@ -17,11 +17,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from bigmali.inference.halo_likelihood import HaloData
-from bigmali.inference.importance import progress_bar
-from bigmali.inference.is_likelihood import is_log_likelihood
+from bigmali.likelihood.catalog_is import is_log_likelihood
+from bigmali.likelihood.single_halo import HaloData
 from bigmali.mass_prior import MassPrior
 from bigmali.relation import HYPER_NAMES, Hyper, hyperprior_logpdf
+from bigmali.utils import progress_bar
 
 __all__ = ["PmmhOutput", "run_pmmh"]
 
@@ -32,9 +32,20 @@ class PmmhOutput(NamedTuple):
     seconds: float
 
 
-def run_pmmh(halo_data: HaloData, prior: MassPrior, start: np.ndarray, cov: np.ndarray, *, chains: int = 2,
-             warmup: int = 200, draws: int = 500, is_samples: int = 100, clip: bool = True, seed: int = 0,
-             progress: bool = True) -> PmmhOutput:
+def run_pmmh(
+    halo_data: HaloData,
+    prior: MassPrior,
+    start: np.ndarray,
+    cov: np.ndarray,
+    *,
+    chains: int = 2,
+    warmup: int = 200,
+    draws: int = 500,
+    is_samples: int = 100,
+    clip: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> PmmhOutput:
     """Run ``chains`` pseudo-marginal chains from ``start`` (alpha1, alpha2, alpha4, S) with
     proposal covariance ``2.38^2/4 cov``; the first ``warmup`` iterations are discarded."""
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ class SviConfig(NamedTuple):
     steps: int = 3000
     learning_rate: float = 0.01
     num_particles: int = 1
-    draws: int = 4000
+    svi_draws: int = 4000
     seed: int = 0
     progress: bool = True
     tol: float = 1e-4
@@ -55,7 +55,7 @@ class SviOutput(NamedTuple):
 def converged(losses: np.ndarray, tol: float) -> bool:
     """Did the loss settle? Compare the mean of the last tenth with the tenth before it."""
     n = max(len(losses) // 10, 1)
-    last, before = losses[-n:], losses[-2 * n:-n]
+    last, before = losses[-n:], losses[-2 * n : -n]
     if len(before) == 0:
         return False
     change = abs(last.mean() - before.mean())
@@ -80,7 +80,7 @@ def _whitened(model, approx):
 
 
 def run_svi(model, model_args=(), model_kwargs=None, config: SviConfig = SviConfig()) -> SviOutput:
-    """Fit an autoguide, then draw ``config.draws`` samples from it.
+    """Fit an autoguide, then draw ``config.svi_draws`` samples from it.
 
     For low-dimensional models (the collapsed model) the guide is fitted in coordinates
     whitened by the Laplace approximation, where the posterior is close to N(0, I): the
@@ -94,15 +94,20 @@ def run_svi(model, model_args=(), model_kwargs=None, config: SviConfig = SviConf
     start = time.perf_counter()
     approx = laplace(model, model_args, model_kwargs)
     fit_model, chol = (model, None) if approx is None else _whitened(model, approx)
-    init = numpyro.infer.init_to_median if approx is None else numpyro.infer.init_to_value(
-        values={"whitened": jnp.zeros_like(approx.mode)})
+    init = (
+        numpyro.infer.init_to_median
+        if approx is None
+        else numpyro.infer.init_to_value(values={"whitened": jnp.zeros_like(approx.mode)})
+    )
     init_scale = config.init_scale if approx is None else 1.0
     guide = GUIDES[config.guide](fit_model, init_loc_fn=init, init_scale=init_scale)
-    svi = SVI(fit_model, guide, numpyro.optim.Adam(config.learning_rate), Trace_ELBO(num_particles=config.num_particles))
+    svi = SVI(
+        fit_model, guide, numpyro.optim.Adam(config.learning_rate), Trace_ELBO(num_particles=config.num_particles)
+    )
     key_fit, key_draw = jax.random.split(jax.random.PRNGKey(config.seed))
     result = svi.run(key_fit, config.steps, *model_args, progress_bar=config.progress, **model_kwargs)
     losses = np.asarray(result.losses)
-    predictive = numpyro.infer.Predictive(guide, params=result.params, num_samples=config.draws)
+    predictive = numpyro.infer.Predictive(guide, params=result.params, num_samples=config.svi_draws)
     draws = predictive(key_draw, *model_args, **model_kwargs)
     if approx is not None:  # back to the model's unconstrained sites
         draws = jax.vmap(approx.unravel)(approx.mode + draws["whitened"] @ chol.T)

@@ -79,8 +79,15 @@ class TruncatedLogisticQuantile(Transform):
         # dw/du = e^u (1 + e^a)(1 + e^b)(e^b - e^a) / (num den)
         log_num, log_den = self._odds(u)
         log_gap = self.b + jnp.log1p(-jnp.exp(self.a - self.b))
-        return (jnp.log(self.scale) + jnp.clip(u, -300.0, 300.0) + jnp.log1p(self._ea) + jnp.log1p(self._eb)
-                + log_gap - log_num - log_den)
+        return (
+            jnp.log(self.scale)
+            + jnp.clip(u, -300.0, 300.0)
+            + jnp.log1p(self._ea)
+            + jnp.log1p(self._eb)
+            + log_gap
+            - log_num
+            - log_den
+        )
 
 
 class CentredReparam(Reparam):

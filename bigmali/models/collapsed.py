@@ -3,7 +3,7 @@
 .. math:: p(\\theta \\mid L_{obs}) \\propto p(\\theta) \\prod_k \\int P(M \\mid z_k)\\,
     \\mathrm{LogNormal}(L_{obs,k};\\ \\ln\\mu_L(M, z_k), \\sqrt{S^2+\\sigma_{obs}^2})\\, dM
 
-The per-halo integral is the exact quadrature of :mod:`bigmali.models.quadrature`.
+The per-halo integral is the exact quadrature of :mod:`bigmali.likelihood.quadrature`.
 ``lum_obs`` is an observed sample site with a per-halo ``log_prob``, so NumPyro's
 ``log_likelihood`` and ArviZ's ``log_likelihood`` group (and LOO) see one term per halo.
 Each halo's mass is recovered afterwards from its exact conditional given the hyperparameters
@@ -19,9 +19,9 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from bigmali import relation
+from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
 from bigmali.mass_prior import MassPrior, sample_ln_mass, table_rows, tabulated_knots
 from bigmali.models.common import sample_hyper
-from bigmali.models.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
 from bigmali.relation import Hyper
 
 __all__ = ["CollapsedLumObs", "model", "prepare_data", "sample_conditional_ln_mass"]
@@ -101,7 +101,7 @@ def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, 
     y = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
     out = []
     for i, start in enumerate(range(0, z.shape[0], chunk)):
-        zb, yb = z[start:start + chunk], y[start:start + chunk]
+        zb, yb = z[start : start + chunk], y[start : start + chunk]
         pad = chunk - zb.shape[0]
         if pad:  # one compiled shape for every chunk
             zb, yb = jnp.pad(zb, (0, pad), mode="edge"), jnp.pad(yb, (0, pad), mode="edge")

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer.reparam import LocScaleReparam
 
-from bigmali.mass_prior import MassPrior, log_prob_ln_mass, sample_ln_mass, table_rows, tabulated_knots
+from bigmali.mass_prior import MassPrior, log_prob_ln_mass, sample_ln_mass, tabulated_ln_mass_range
 from bigmali.relation import HYPER_NAMES, HYPERPRIOR_MEAN, HYPERPRIOR_SD, Hyper
 
-__all__ = ["sample_hyper", "HYPER_REPARAM", "HYPER_SITES", "LnMassPrior", "tabulated_ln_mass_range"]
+__all__ = ["sample_hyper", "HYPER_REPARAM", "HYPER_SITES", "LnMassPrior"]
 
 HYPER_REPARAM = {name: LocScaleReparam(centered=0.0) for name in HYPER_NAMES}
 """Each hyperparameter is sampled as a standard normal ``<name>_decentered`` and scaled by
@@ -27,7 +25,10 @@ HYPER_SITES = tuple(f"{name}_decentered" for name in HYPER_NAMES)
 def sample_hyper() -> Hyper:
     """Sample alpha1, alpha2, alpha4 and S from the independent normal hyperprior."""
     with numpyro.handlers.reparam(config=HYPER_REPARAM):
-        values = [numpyro.sample(name, dist.Normal(mean, sd)) for name, mean, sd in zip(HYPER_NAMES, HYPERPRIOR_MEAN, HYPERPRIOR_SD)]
+        values = [
+            numpyro.sample(name, dist.Normal(mean, sd))
+            for name, mean, sd in zip(HYPER_NAMES, HYPERPRIOR_MEAN, HYPERPRIOR_SD)
+        ]
     return Hyper(*values)
 
 
@@ -50,37 +51,9 @@ class LnMassPrior(dist.Distribution):
         return constraints.interval(self.low, self.high)
 
     def log_prob(self, value):
-        step = _uniform_ln_step(self.prior)
-        if step is None:
-            return log_prob_ln_mass(self.prior, value, self.z)
-        # The tables' masses are evenly spaced in ln M: find the interval by arithmetic.
-        prior, knots = self.prior, tabulated_knots(self.prior)
-        x = jnp.clip(value, self.low, self.high)
-        k = jnp.clip(jnp.floor((x - self.low) / step).astype(jnp.int32) + knots.start, knots.start, knots.stop - 2)
-        lo, hi, w = table_rows(prior, self.z)
-        m0 = prior.mass[k]
-        frac = (jnp.exp(x) - m0) / (prior.mass[k + 1] - m0)
-        d_lo = prior.density[lo, k] + (prior.density[lo, k + 1] - prior.density[lo, k]) * frac
-        d_hi = prior.density[hi, k] + (prior.density[hi, k + 1] - prior.density[hi, k]) * frac
         inside = (value >= self.low) & (value <= self.high)
-        return jnp.where(inside, jnp.log((1.0 - w) * d_lo + w * d_hi) + x, -jnp.inf)
+        return jnp.where(inside, log_prob_ln_mass(self.prior, value, self.z), -jnp.inf)
 
     def sample(self, key, sample_shape=()):
         z = jnp.broadcast_to(self.z, sample_shape + self.batch_shape)
         return jnp.clip(sample_ln_mass(self.prior, key, z), self.low, self.high)
-
-
-def _uniform_ln_step(prior: MassPrior) -> float | None:
-    """The ln M spacing of the tabulated knots if it is uniform (hmf's grids are) and known."""
-    try:
-        ln_mass = np.log(np.asarray(prior.mass[tabulated_knots(prior)], dtype=np.float64))
-    except jax.errors.TracerArrayConversionError:  # prior passed as a traced argument
-        return None
-    steps = np.diff(ln_mass)
-    return float(steps.mean()) if np.allclose(steps, steps.mean(), rtol=1e-9, atol=0) else None
-
-
-def tabulated_ln_mass_range(prior: MassPrior) -> tuple[float, float]:
-    """ln M at the first and last tabulated knot (background knots excluded)."""
-    knots = tabulated_knots(prior)
-    return jnp.log(prior.mass[knots.start]), jnp.log(prior.mass[knots.stop - 1])

@@ -12,8 +12,6 @@ posterior; the posterior has ``ln_mass`` per halo either way.
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -31,8 +29,7 @@ CENTRINGS = ("data", "none")
 
 def mass_centre(hyper: Hyper, ln_lum, ln1pz, sigma):
     """The ln M a luminosity points at, and the likelihood's width in ln M."""
-    loc = (ln_lum - hyper.alpha1 - hyper.alpha4 * ln1pz) / hyper.alpha2 + math.log(relation.ALPHA3)
-    return loc, sigma / hyper.alpha2
+    return relation.ln_mass_pointed(ln_lum, ln1pz, hyper), sigma / hyper.alpha2
 
 
 def sample_ln_mass(hyper: Hyper, prior: MassPrior, z, ln_lum, sigma, centring: str):

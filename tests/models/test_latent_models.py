@@ -8,9 +8,10 @@ import pytest
 from numpyro.infer.util import log_density
 
 import bigmali
+from bigmali.mass_prior import tabulated_ln_mass_range
 from bigmali.models import latent_mass
 from bigmali.models.centering import TruncatedLogisticQuantile
-from bigmali.models.common import LnMassPrior, tabulated_ln_mass_range
+from bigmali.models.common import LnMassPrior
 from bigmali.relation import HYPERSEED
 
 
@@ -94,8 +95,18 @@ def collapsed_800(mock_800, prior):
 def test_latent_models_agree_with_collapsed(model, method, mock_800, collapsed_800, prior):
     """Posterior means within 0.25 collapsed sd (Monte Carlo error of the difference ~0.07 sd
     at these ESS), sds within 25%, R-hat <= 1.05 on 2 x 300 draws, and no divergences."""
-    run = bigmali.fit(mock_800, model=model, method=method, prior=prior, chains=2, warmup=300, draws=300,
-                      progress=False, mass_draws=4, seed=3)
+    run = bigmali.fit(
+        mock_800,
+        model=model,
+        method=method,
+        prior=prior,
+        chains=2,
+        warmup=300,
+        draws=300,
+        progress=False,
+        mass_draws=4,
+        seed=3,
+    )
     got, ref = bigmali.summary(run), bigmali.summary(collapsed_800)
     assert got["divergences"] == 0
     for name in HYPERSEED._fields:
@@ -128,12 +139,23 @@ def test_extreme_halos_fit_without_divergences(model, mock_800, prior):
     even the prior's 1e-30 background, so the model must explain it with the relation.)"""
     from bigmali.catalog import Catalog
 
-    lum = np.concatenate([mock_800.lum_obs, mock_800.lum_obs.max() * np.array([100, 100]),
-                          mock_800.lum_obs.min() / np.array([100, 100])])
+    lum = np.concatenate(
+        [mock_800.lum_obs, mock_800.lum_obs.max() * np.array([100, 100]), mock_800.lum_obs.min() / np.array([100, 100])]
+    )
     z = np.concatenate([mock_800.z, [0.5, 3.0, 0.5, 0.05]])
     catalog = Catalog.from_arrays(z=z, lum_obs=lum)
-    run = bigmali.fit(catalog, model=model, prior=prior, chains=2, warmup=300, draws=300, progress=False,
-                      mass_draws=0, log_likelihood=0, seed=3)
+    run = bigmali.fit(
+        catalog,
+        model=model,
+        prior=prior,
+        chains=2,
+        warmup=300,
+        draws=300,
+        progress=False,
+        mass_draws=0,
+        log_likelihood=0,
+        seed=3,
+    )
     result = bigmali.summary(run)
     assert result["divergences"] == 0
     for name in HYPERSEED._fields:

@@ -32,7 +32,13 @@ def render(html: Path, screenshot: Path, width: int = 1280) -> dict:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -40,10 +46,12 @@ def render(html: Path, screenshot: Path, width: int = 1280) -> dict:
         driver.get(Path(html).resolve().as_uri())
         driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
-            "Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null))).then(() => done(true));")
+            "Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null))).then(() => done(true));"
+        )
         images = driver.execute_script(
             "return Array.from(document.images).map(i => ({src_kind: i.src.slice(0, 22), complete: i.complete,"
-            " width: i.naturalWidth, height: i.naturalHeight}));")
+            " width: i.naturalWidth, height: i.naturalHeight}));"
+        )
         height = int(driver.execute_script("return document.documentElement.scrollHeight;"))
         driver.set_window_size(width, min(max(height, 900), 16000))
         driver.save_screenshot(str(screenshot))

@@ -7,7 +7,7 @@ and true luminosity integrated out,
     P(M \\mid z_k)\\, dL\\, dM,
 
 per unit ``L_obs`` (the same units as the collapsed model's exact value,
-:func:`bigmali.models.quadrature.log_likelihood_halos`, which is the reference). Each returns
+:func:`bigmali.likelihood.quadrature.log_likelihood_halos`, which is the reference). Each returns
 a :class:`HaloEstimate` of log-values; the sampling methods also give the effective sample
 size of their weights, ``(sum w)^2 / sum w^2``.
 
@@ -36,9 +36,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from bigmali.mass_prior import MassPrior, table_rows, tabulated_knots
-from bigmali.models.common import tabulated_ln_mass_range
-from bigmali.relation import ALPHA3, SIGMA_OBS, Hyper, lognormal_logpdf
+from bigmali.mass_prior import MassPrior, log_density_between_knots, table_rows, tabulated_ln_mass_range
+from bigmali.relation import SIGMA_OBS, Hyper, ln_mass_pointed, ln_mu_L_ln1pz, lognormal_logpdf
 
 __all__ = [
     "HaloEstimate",
@@ -55,8 +54,6 @@ __all__ = [
 
 S_Q_FACTOR = 5.6578015811698101
 """The 2017 proposal's mass scatter in units of S."""
-
-LN_ALPHA3 = math.log(ALPHA3)
 
 
 class HaloEstimate(NamedTuple):
@@ -85,32 +82,8 @@ def halo_data(z, lum_obs, prior: MassPrior) -> HaloData:
 
 
 def log_density_mass(prior: MassPrior, ln_mass, data: HaloData):
-    """``ln P(M | z)`` per unit M at ``M = exp(ln_mass)``, exactly the tabulated density
-    (linear in M between knots, the 2017 background outside), ``-inf`` off the support.
-
-    ``ln_mass`` has the halos on its last axis. The knot is found by arithmetic where the
-    table is evenly spaced in ln M (hmf's grids are) and by comparison on the background.
-    """
-    mass_knots = prior.mass
-    n = mass_knots.shape[0]
-    knots = tabulated_knots(prior)
-    ln_knots = jnp.log(mass_knots)
-    first, last = knots.start, knots.stop - 1
-    step = (ln_knots[last] - ln_knots[first]) / (last - first)
-    inner = jnp.clip(jnp.floor((ln_mass - ln_knots[first]) / step).astype(jnp.int32) + first, first, last - 1)
-    k = jnp.where(ln_mass < ln_knots[first], jnp.where(ln_mass < ln_knots[1], 0, 1) if first == 2 else 0, inner)
-    k = jnp.where(ln_mass >= ln_knots[last], jnp.where(ln_mass >= ln_knots[n - 2], n - 2, n - 3) if last == n - 3 else n - 2, k)
-    mass = jnp.exp(ln_mass)
-    m0 = mass_knots[k]
-    t = jnp.clip((mass - m0) / (mass_knots[k + 1] - m0), 0.0, 1.0)
-
-    def row_density(row):
-        d0 = prior.density[row, k]
-        return d0 + (prior.density[row, k + 1] - d0) * t
-
-    p = (1.0 - data.w_hi) * row_density(data.row_lo) + data.w_hi * row_density(data.row_hi)
-    inside = (ln_mass >= ln_knots[0]) & (ln_mass <= ln_knots[n - 1])
-    return jnp.where(inside & (p > 0), jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
+    """``ln P(M | z)`` per unit M at ``M = exp(ln_mass)`` for each halo (halos on the last axis)."""
+    return log_density_between_knots(prior, ln_mass, data.row_lo, data.row_hi, data.w_hi)
 
 
 def weight_summary(log_w, axis: int = 0) -> HaloEstimate:
@@ -121,8 +94,9 @@ def weight_summary(log_w, axis: int = 0) -> HaloEstimate:
     return HaloEstimate(lse - math.log(n), jnp.where(jnp.isfinite(lse), n_eff, 0.0))
 
 
-def is_log_weights(eps_lum, eps_mass, hyper: Hyper, data: HaloData, prior: MassPrior, clip: bool = True,
-                   proposal: Hyper | None = None):
+def is_log_weights(
+    eps_lum, eps_mass, hyper: Hyper, data: HaloData, prior: MassPrior, clip: bool = True, proposal: Hyper | None = None
+):
     """Log importance weights of the 2017 proposal for standard-normal draws ``eps``.
 
     ``eps_lum`` and ``eps_mass`` have the halos on their last axis. The weight is
@@ -134,24 +108,26 @@ def is_log_weights(eps_lum, eps_mass, hyper: Hyper, data: HaloData, prior: MassP
     only ``P(L | M, hyper)`` changes. (When the draws move with ``hyper``, the prior's cliff at
     the lowest tabulated mass makes the estimate jump, and its pathwise gradient is wrong.)
     """
-    a1, a2, a4, s = hyper
-    p1, p2, p4, ps = hyper if proposal is None else proposal
+    proposal = hyper if proposal is None else proposal
     ln_lum = data.ln_lobs + SIGMA_OBS * eps_lum
-    ln_mu_m = LN_ALPHA3 + (ln_lum - p1 - p4 * data.ln1pz) / p2
-    s_q = S_Q_FACTOR * ps
+    ln_mu_m = ln_mass_pointed(ln_lum, data.ln1pz, proposal)
+    s_q = S_Q_FACTOR * proposal.S
     ln_mass = ln_mu_m + s_q * eps_mass
     if clip:
         low, high = tabulated_ln_mass_range(prior)
         ln_mass = jnp.clip(ln_mass, low, high)
-    ln_mu_l = a1 + a2 * (ln_mass - LN_ALPHA3) + a4 * data.ln1pz
-    return ((ln_lum - data.ln_lobs)
-            + lognormal_logpdf(ln_lum, ln_mu_l, s)
-            + log_density_mass(prior, ln_mass, data)
-            - lognormal_logpdf(ln_mass, ln_mu_m, s_q))
+    return (
+        (ln_lum - data.ln_lobs)
+        + lognormal_logpdf(ln_lum, ln_mu_L_ln1pz(ln_mass, data.ln1pz, hyper), hyper.S)
+        + log_density_mass(prior, ln_mass, data)
+        - lognormal_logpdf(ln_mass, ln_mu_m, s_q)
+    )
 
 
 @partial(jax.jit, static_argnames=("n", "clip"))
-def importance_sampling(key, hyper: Hyper, data: HaloData, prior: MassPrior, n: int = 1000, clip: bool = True) -> HaloEstimate:
+def importance_sampling(
+    key, hyper: Hyper, data: HaloData, prior: MassPrior, n: int = 1000, clip: bool = True
+) -> HaloEstimate:
     """The 2017 importance sampler with ``n`` samples per halo (all halos at once)."""
     k1, k2 = jax.random.split(key)
     shape = (n,) + data.ln_lobs.shape
@@ -164,25 +140,28 @@ def simple_monte_carlo(key, hyper: Hyper, data: HaloData, prior: MassPrior, n: i
     """Masses from the prior and luminosities from the relation; the weight is ``P(L_obs | L)``."""
     from bigmali.mass_prior import sample_ln_mass
 
-    a1, a2, a4, s = hyper
     k1, k2 = jax.random.split(key)
     shape = (n,) + data.ln_lobs.shape
     ln_mass = sample_ln_mass(prior, k1, jnp.broadcast_to(data.z, shape))
-    ln_lum = a1 + a2 * (ln_mass - LN_ALPHA3) + a4 * data.ln1pz + s * jax.random.normal(k2, shape)
+    ln_lum = ln_mu_L_ln1pz(ln_mass, data.ln1pz, hyper) + hyper.S * jax.random.normal(k2, shape)
     return weight_summary(lognormal_logpdf(data.ln_lobs, ln_lum, SIGMA_OBS))
 
 
 def _log_integrand(ln_mass, ln_lum, hyper: Hyper, data: HaloData, prior: MassPrior):
     """ln of the integrand per unit ln M and per unit ln L (halos on the last axis)."""
-    a1, a2, a4, s = hyper
-    ln_mu_l = a1 + a2 * (ln_mass - LN_ALPHA3) + a4 * data.ln1pz
-    return (lognormal_logpdf(data.ln_lobs, ln_lum, SIGMA_OBS)
-            + lognormal_logpdf(ln_lum, ln_mu_l, s) + ln_lum
-            + log_density_mass(prior, ln_mass, data) + ln_mass)
+    return (
+        lognormal_logpdf(data.ln_lobs, ln_lum, SIGMA_OBS)
+        + lognormal_logpdf(ln_lum, ln_mu_L_ln1pz(ln_mass, data.ln1pz, hyper), hyper.S)
+        + ln_lum
+        + log_density_mass(prior, ln_mass, data)
+        + ln_mass
+    )
 
 
 @partial(jax.jit, static_argnames=("n_mass", "n_lum"))
-def numerical_integration(hyper: Hyper, data: HaloData, prior: MassPrior, n_mass: int = 20001, n_lum: int = 81) -> HaloEstimate:
+def numerical_integration(
+    hyper: Hyper, data: HaloData, prior: MassPrior, n_mass: int = 20001, n_lum: int = 81
+) -> HaloEstimate:
     """The answer key: trapezoid over ``n_mass`` points evenly spaced in ln M across the
     prior's whole support (the background included), Simpson over ``n_lum`` points in ln L
     within 10 sigma_obs of ln L_obs. Memory is ``n_mass x n_lum`` per halo: pass a few
@@ -212,7 +191,6 @@ def laplace(hyper: Hyper, data: HaloData, prior: MassPrior, iterations: int = 60
     """Laplace's approximation of the integrand in ``(ln M, ln L)``: its value at the mode
     times ``2 pi / sqrt(det H)``. The mode is found per halo by damped Newton steps from the
     mass the luminosity points at (clipped into the table) and ``ln L = ln L_obs``."""
-    a1, a2, a4, _ = hyper
     low, high = tabulated_ln_mass_range(prior)
 
     def f(p, d):
@@ -223,7 +201,7 @@ def laplace(hyper: Hyper, data: HaloData, prior: MassPrior, iterations: int = 60
 
     def one(halo):
         d = HaloData(*halo)
-        start = jnp.array([jnp.clip(LN_ALPHA3 + (d.ln_lobs - a1 - a4 * d.ln1pz) / a2, low, high), d.ln_lobs])
+        start = jnp.array([jnp.clip(ln_mass_pointed(d.ln_lobs, d.ln1pz, hyper), low, high), d.ln_lobs])
 
         def step(_, p):
             g, h = grad(p, d), hess(p, d)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax
 import numpyro
 
-from bigmali.inference.halo_likelihood import HaloData
-from bigmali.inference.is_likelihood import is_log_likelihood
+from bigmali.likelihood.catalog_is import is_log_likelihood
+from bigmali.likelihood.single_halo import HaloData
 from bigmali.mass_prior import MassPrior
 from bigmali.models.common import sample_hyper
 from bigmali.relation import HYPERPRIOR_MEAN
@@ -31,8 +31,9 @@ __all__ = ["model", "fixed_key"]
 def model(halo_data: HaloData, prior: MassPrior, key, is_samples: int = 100, clip: bool = False):
     """Hyperprior, plus the importance-sampling log-likelihood with the fixed draws of ``key``."""
     hyper = sample_hyper()
-    numpyro.factor("is_log_likelihood",
-                   is_log_likelihood(key, hyper, halo_data, prior, is_samples, clip, proposal=HYPERPRIOR_MEAN))
+    numpyro.factor(
+        "is_log_likelihood", is_log_likelihood(key, hyper, halo_data, prior, is_samples, clip, proposal=HYPERPRIOR_MEAN)
+    )
 
 
 def fixed_key(seed: int):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bigmali
-from bigmali.models import quadrature as Q
+from bigmali.likelihood import quadrature as Q
 from bigmali.relation import HYPERSEED, Hyper
 
 
@@ -18,8 +18,11 @@ def mock(prior):
 def test_matches_an_exact_reference_per_halo(prior, mock):
     """Against 20-point Gauss-Legendre per knot interval on a 2000-point grid (exact to ~1e-12)."""
     fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior)))
-    exact = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior, gl_order=20),
-                                              Q.QuadratureConfig(n_grid=2000)))
+    exact = np.asarray(
+        Q.log_likelihood_halos(
+            HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior, gl_order=20), Q.QuadratureConfig(n_grid=2000)
+        )
+    )
     assert np.abs(fast - exact).max() < 1e-7
     # Scaled to 115,919 halos the total error stays far below the 0.01 target.
     assert abs(np.mean(fast - exact)) * 115_919 < 1e-3
@@ -76,7 +79,7 @@ def test_without_background_is_still_finite(mock):
 def test_more_outliers_than_the_exact_tail_handles_stay_finite_and_close(prior, mock):
     """Halos beyond the r grid get closed-form tails, the first Q._MAX_BEYOND of them; the
     rest are held at the grid's edge value: finite, with finite gradients."""
-    from bigmali.inference import halo_likelihood as H
+    from bigmali.likelihood import single_halo as H
 
     n_out = Q._MAX_BEYOND + 20
     lum = np.concatenate([mock.lum_obs[:100], np.full(n_out, mock.lum_obs.max() * 100)])

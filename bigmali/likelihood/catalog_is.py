@@ -2,7 +2,7 @@
 
 .. math:: \\ln \\hat L(\\theta) = \\sum_k \\ln \\frac1n \\sum_{i=1}^n w_{ki}(\\theta)
 
-with the 2017 proposal of :func:`bigmali.inference.halo_likelihood.is_log_weights`.
+with the 2017 proposal of :func:`bigmali.likelihood.single_halo.is_log_weights`.
 Halos are processed in blocks and samples in chunks, so that at most ``max_elements``
 weights exist at once whatever ``n`` and the catalog size; per halo, ``logsumexp`` of the
 weights and of their squares are accumulated across chunks (the latter gives the weights'
@@ -13,7 +13,7 @@ The standard-normal draws of block ``b`` and chunk ``c`` come from
 (common random numbers), and fresh keys give independent estimates
 (:mod:`bigmali.inference.pmmh`). With the proposal also held at fixed hyperparameters
 (``proposal=``), ``theta -> ln L_hat(theta)`` is a smooth function that NUTS can follow
-(:mod:`bigmali.inference.nuts_is`).
+(:mod:`bigmali.models.is_estimate`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from bigmali.inference.halo_likelihood import HaloData, HaloEstimate, is_log_weights
+from bigmali.likelihood.single_halo import HaloData, HaloEstimate, is_log_weights
 from bigmali.mass_prior import MassPrior
 from bigmali.relation import Hyper
 
@@ -44,12 +44,20 @@ def _layout(n_halos: int, n: int, max_elements: int):
 
 
 @partial(jax.jit, static_argnames=("n", "clip", "max_elements"))
-def is_log_likelihood_halos(key, hyper: Hyper, data: HaloData, prior: MassPrior, n: int = 100, clip: bool = True,
-                            max_elements: int = MAX_ELEMENTS, proposal: Hyper | None = None) -> HaloEstimate:
+def is_log_likelihood_halos(
+    key,
+    hyper: Hyper,
+    data: HaloData,
+    prior: MassPrior,
+    n: int = 100,
+    clip: bool = True,
+    max_elements: int = MAX_ELEMENTS,
+    proposal: Hyper | None = None,
+) -> HaloEstimate:
     """Each halo's importance-sampling estimate ``ln (1/n) sum_i w_i`` and the ESS of its weights.
 
     ``proposal``: build the 2017 proposal at these hyperparameters instead of at ``hyper``
-    (see :func:`~bigmali.inference.halo_likelihood.is_log_weights`).
+    (see :func:`~bigmali.likelihood.single_halo.is_log_weights`).
     """
     n_halos = data.ln_lobs.shape[0]
     chunk, n_chunks, block, n_blocks = _layout(n_halos, n, max_elements)
@@ -71,7 +79,10 @@ def is_log_likelihood_halos(key, hyper: Hyper, data: HaloData, prior: MassPrior,
                 keep = (c * chunk + jnp.arange(chunk))[:, None] < n
                 log_w = jnp.where(keep, log_w, -jnp.inf)
             lse, lse2 = carry
-            return (jnp.logaddexp(lse, logsumexp(log_w, axis=0)), jnp.logaddexp(lse2, logsumexp(2.0 * log_w, axis=0))), None
+            return (
+                jnp.logaddexp(lse, logsumexp(log_w, axis=0)),
+                jnp.logaddexp(lse2, logsumexp(2.0 * log_w, axis=0)),
+            ), None
 
         start = (jnp.full(block, -jnp.inf), jnp.full(block, -jnp.inf))
         (lse, lse2), _ = jax.lax.scan(one_chunk, start, jnp.arange(n_chunks))
@@ -83,7 +94,15 @@ def is_log_likelihood_halos(key, hyper: Hyper, data: HaloData, prior: MassPrior,
     return HaloEstimate(lse - math.log(n), n_eff)
 
 
-def is_log_likelihood(key, hyper: Hyper, data: HaloData, prior: MassPrior, n: int = 100, clip: bool = True,
-                      max_elements: int = MAX_ELEMENTS, proposal: Hyper | None = None):
+def is_log_likelihood(
+    key,
+    hyper: Hyper,
+    data: HaloData,
+    prior: MassPrior,
+    n: int = 100,
+    clip: bool = True,
+    max_elements: int = MAX_ELEMENTS,
+    proposal: Hyper | None = None,
+):
     """The catalog's total importance-sampling log-likelihood (differentiable in ``hyper``)."""
     return jnp.sum(is_log_likelihood_halos(key, hyper, data, prior, n, clip, max_elements, proposal).log_like)

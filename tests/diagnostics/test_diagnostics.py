@@ -31,7 +31,15 @@ def check(result, name):
 def test_a_converged_run_passes_every_check(nuts_run):
     result = convergence(nuts_run)
     names = {c["name"] for c in result["checks"]}
-    assert names == {"r_hat", "ess_bulk", "ess_tail", "mcse_mean_over_sd", "divergences", "tree_depth_saturated", "e_bfmi"}
+    assert names == {
+        "r_hat",
+        "ess_bulk",
+        "ess_tail",
+        "mcse_mean_over_sd",
+        "divergences",
+        "tree_depth_saturated",
+        "e_bfmi",
+    }
     assert result["passed"], format_convergence(result)
     for name in HYPER_NAMES:
         p = result["parameters"][name]
@@ -42,7 +50,10 @@ def test_each_check_fails_when_its_property_breaks(nuts_run):
     alpha1 = np.asarray(nuts_run["posterior"]["alpha1"]).copy()
     alpha1[1] += 5 * alpha1.std()  # the second chain elsewhere
     assert not check(convergence(_with_posterior(nuts_run, alpha1=alpha1)), "r_hat")["passed"]
-    stuck = np.repeat(alpha1[:, :1], alpha1.shape[1], axis=1) + np.cumsum(np.random.default_rng(0).normal(size=alpha1.shape), axis=1) * 1e-4
+    stuck = (
+        np.repeat(alpha1[:, :1], alpha1.shape[1], axis=1)
+        + np.cumsum(np.random.default_rng(0).normal(size=alpha1.shape), axis=1) * 1e-4
+    )
     broken = convergence(_with_posterior(nuts_run, alpha1=stuck))
     assert not check(broken, "ess_bulk")["passed"] and not check(broken, "mcse_mean_over_sd")["passed"]
     diverging = np.zeros(alpha1.shape, dtype=bool)
@@ -61,8 +72,11 @@ def test_weighted_runs_are_judged_by_their_weights(nuts_run):
     shape = np.shape(run["posterior"]["alpha1"])
     log_w = np.zeros(shape)
     log_w[0, 0] = 50.0  # one draw takes all the weight
-    run["sample_stats"] = xr.DataTree(run["sample_stats"].to_dataset().assign(
-        log_weight=(("chain", "draw"), log_w), log_weight_raw=(("chain", "draw"), log_w)))
+    run["sample_stats"] = xr.DataTree(
+        run["sample_stats"]
+        .to_dataset()
+        .assign(log_weight=(("chain", "draw"), log_w), log_weight_raw=(("chain", "draw"), log_w))
+    )
     result = convergence(run)
     assert {c["name"] for c in result["checks"]} == {"pareto_k", "weight_ess"}
     assert not result["passed"] and check(result, "weight_ess")["value"] < 1.01
@@ -85,7 +99,9 @@ def test_ppc_is_quiet_for_the_model_that_made_the_catalog(matched_ppc, small_moc
     assert matched_ppc.p_value > 0.05
     assert sum(matched_ppc.n_halos_by_bin) == len(small_mock)  # every halo is in one bin
     assert len(matched_ppc.p_value_by_bin) == len(matched_ppc.n_halos_by_bin) == len(matched_ppc.z_bins)
-    assert np.all(matched_ppc.z_bins[:, 1] > matched_ppc.z_bins[:, 0]) and np.all(matched_ppc.z_bins[1:, 0] >= matched_ppc.z_bins[:-1, 1])
+    assert np.all(matched_ppc.z_bins[:, 1] > matched_ppc.z_bins[:, 0]) and np.all(
+        matched_ppc.z_bins[1:, 0] >= matched_ppc.z_bins[:-1, 1]
+    )
     for b, (lo, hi) in enumerate(matched_ppc.z_bins):  # each halo's redshift lies in its bin
         z = small_mock.z[matched_ppc.bin_of_halo == b]
         assert np.all((z >= lo) & (z <= hi)), b
@@ -96,7 +112,9 @@ def test_ppc_flags_a_posterior_that_cannot_have_made_the_catalog(nuts_run, prior
     s = 3.0 * np.asarray(nuts_run["posterior"]["S"])
     wrong = _with_posterior(nuts_run, S=s)
     for statistic in ("ad", "chi2"):
-        assert posterior_predictive_check(wrong, prior=prior, n_draws=100, statistic=statistic).p_value < 0.01, statistic
+        assert posterior_predictive_check(wrong, prior=prior, n_draws=100, statistic=statistic).p_value < 0.01, (
+            statistic
+        )
 
 
 def test_ppc_replicates_follow_the_model(matched_ppc):

@@ -13,10 +13,13 @@ from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, Hyper
 def conflicting_run(prior):
     """A catalog made with alpha4 twenty hyperprior sds above the hyperprior mean: data and
     hyperprior disagree (the relation's evolution with redshift is far steeper)."""
-    hyper = Hyper(HYPERPRIOR_MEAN[0], HYPERPRIOR_MEAN[1], HYPERPRIOR_MEAN[2] + 20 * HYPERPRIOR_SD[2], HYPERPRIOR_MEAN[3])
+    hyper = Hyper(
+        HYPERPRIOR_MEAN[0], HYPERPRIOR_MEAN[1], HYPERPRIOR_MEAN[2] + 20 * HYPERPRIOR_SD[2], HYPERPRIOR_MEAN[3]
+    )
     mock = bigmali.simulate(prior, hyper, n_halos=1500, seed=4)
-    return bigmali.fit(mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=0, seed=2,
-                       log_likelihood=0)
+    return bigmali.fit(
+        mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=0, seed=2, log_likelihood=0
+    )
 
 
 def test_psense_flags_a_constructed_prior_data_conflict(conflicting_run, prior):

@@ -52,28 +52,64 @@ def test_evidence_refuses_too_few_draws(low_z):
 
 def test_cli_compare_priors_applies_each_entrys_flags():
     parser = cli.build_parser()
-    args = parser.parse_args(["compare-priors", "c.fits", "--z-interp", "linear", "--mass-prior", "tinker10",
-                              "--mass-prior", "tinker10", "--mass-convention", "physical", "--mass-prior", "2017-sampler"])
+    args = parser.parse_args(
+        [
+            "compare-priors",
+            "c.fits",
+            "--z-interp",
+            "linear",
+            "--mass-prior",
+            "tinker10",
+            "--mass-prior",
+            "tinker10",
+            "--mass-convention",
+            "physical",
+            "--mass-prior",
+            "2017-sampler",
+        ]
+    )
     assert args.common == {"z_interp": "linear"}
-    assert args.entries == [{"source": "tinker10"}, {"source": "tinker10", "mass_convention": "physical"},
-                            {"source": "2017-sampler"}]
+    assert args.entries == [
+        {"source": "tinker10"},
+        {"source": "tinker10", "mass_convention": "physical"},
+        {"source": "2017-sampler"},
+    ]
 
 
 def test_cli_compare_priors_table(tmp_path, capsys):
     prior = bigmali.load_mass_prior()
     mock = bigmali.simulate(prior, bigmali.HYPERSEED, n_halos=400, seed=5)
     path = bigmali.write_catalog(mock, tmp_path / "mock.fits") or tmp_path / "mock.fits"
-    argv = ["compare-priors", str(path), "--mass-prior", "tinker10", "--mass-prior", "2017-sampler",
-            "--n-draws", "200", "--loo-draws", "40", "--quiet"]
+    argv = [
+        "compare-priors",
+        str(path),
+        "--mass-prior",
+        "tinker10",
+        "--mass-prior",
+        "2017-sampler",
+        "--n-draws",
+        "200",
+        "--loo-draws",
+        "40",
+        "--quiet",
+    ]
     assert cli.main([*argv, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     rows = result["priors"]
     assert set(rows) == {"tinker10", "2017-sampler"} and result["best_evidence"] == "tinker10"
     assert rows["2017-sampler"]["delta_log_evidence"] < -5.0 and rows["tinker10"]["delta_log_evidence"] == 0.0
     # ArviZ 1.x: elpd_diff = elpd - elpd of the best (<= 0), dse its standard error
-    assert rows["2017-sampler"]["elpd_diff"] < 0.0 and rows["2017-sampler"]["elpd_dse"] > 0.0 and rows["tinker10"]["elpd_diff"] == 0.0
+    assert (
+        rows["2017-sampler"]["elpd_diff"] < 0.0
+        and rows["2017-sampler"]["elpd_dse"] > 0.0
+        and rows["tinker10"]["elpd_diff"] == 0.0
+    )
     for row in rows.values():
-        assert row["error"] > 0 and np.isfinite(row["log_evidence"]) and set(row["hyper"]) == {"alpha1", "alpha2", "alpha4", "S"}
+        assert (
+            row["error"] > 0
+            and np.isfinite(row["log_evidence"])
+            and set(row["hyper"]) == {"alpha1", "alpha2", "alpha4", "S"}
+        )
     with pytest.raises(SystemExit):
         cli.main(["compare-priors", str(path), "--n-draws", "5"])
     assert cli.main(["compare-priors", str(path)]) == 1  # no --mass-prior given

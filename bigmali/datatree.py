@@ -18,14 +18,33 @@ import numpy as np
 import xarray as xr
 
 from bigmali.relation import HYPER_NAMES
+from bigmali.weights import normalised_weights
 
-__all__ = ["build_datatree", "save_run", "load_run", "attr_json", "draws_and_weights", "select_hypers", "run_catalog", "run_prior",
-           "check_run_data"]
+__all__ = [
+    "build_datatree",
+    "save_run",
+    "load_run",
+    "attr_json",
+    "draws_and_weights",
+    "select_hypers",
+    "run_catalog",
+    "run_prior",
+    "check_run_data",
+]
 
 
-def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws: dict | None, attrs: dict,
-                   halo_ln_mass: np.ndarray | None = None, halo_mass_draw: np.ndarray | None = None,
-                   sampler_state: dict | None = None, log_likelihood: tuple | None = None) -> xr.DataTree:
+def build_datatree(
+    *,
+    posterior: dict,
+    sample_stats: dict,
+    catalog,
+    prior_draws: dict | None,
+    attrs: dict,
+    halo_ln_mass: np.ndarray | None = None,
+    halo_mass_draw: np.ndarray | None = None,
+    sampler_state: dict | None = None,
+    log_likelihood: tuple | None = None,
+) -> xr.DataTree:
     import arviz_base as az
 
     groups = {"posterior": {k: posterior[k] for k in HYPER_NAMES}, "sample_stats": sample_stats}
@@ -42,25 +61,41 @@ def build_datatree(*, posterior: dict, sample_stats: dict, catalog, prior_draws:
     dims = {"lum_obs": ["halo"], **{k: ["halo"] for k in constant}}
     tree = az.from_dict(groups, dims=dims)
     if halo_ln_mass is not None:
-        tree["halo_mass"] = xr.DataTree(xr.Dataset(
-            {"ln_mass": (("chain", "draw", "halo"), halo_ln_mass.astype(np.float32))},
-            coords={"draw": halo_mass_draw},
-            attrs={"doc": "ln M (Msun) per halo for thinned posterior draws; `draw` indexes the posterior's draws"},
-        ))
+        tree["halo_mass"] = xr.DataTree(
+            xr.Dataset(
+                {"ln_mass": (("chain", "draw", "halo"), halo_ln_mass.astype(np.float32))},
+                coords={"draw": halo_mass_draw},
+                attrs={"doc": "ln M (Msun) per halo for thinned posterior draws; `draw` indexes the posterior's draws"},
+            )
+        )
     if log_likelihood is not None:
         values, draw = log_likelihood
-        tree["log_likelihood"] = xr.DataTree(xr.Dataset(
-            {"lum_obs": (("chain", "draw", "halo"), values)}, coords={"chain": tree["posterior"]["chain"].values, "draw": draw},
-            attrs={"doc": "ln P(L_obs | alpha) per halo, its mass integrated out; `draw` indexes the posterior's draws"},
-        ))
+        tree["log_likelihood"] = xr.DataTree(
+            xr.Dataset(
+                {"lum_obs": (("chain", "draw", "halo"), values)},
+                coords={"chain": tree["posterior"]["chain"].values, "draw": draw},
+                attrs={
+                    "doc": "ln P(L_obs | alpha) per halo, its mass integrated out; `draw` indexes the posterior's draws"
+                },
+            )
+        )
     if sampler_state is not None:
-        tree["sampler_state"] = xr.DataTree(xr.Dataset({
-            "position": (("chain", "latent"), sampler_state["position"]),
-            "step_size": (("chain",), sampler_state["step_size"]),
-            "inverse_mass_matrix": (("chain",) + (("latent", "latent2") if sampler_state["inverse_mass_matrix"].ndim == 3 else ("latent",)),
-                                    sampler_state["inverse_mass_matrix"]),
-        }))
-    tree.attrs.update({k: (json.dumps(v) if v is None or isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
+        tree["sampler_state"] = xr.DataTree(
+            xr.Dataset(
+                {
+                    "position": (("chain", "latent"), sampler_state["position"]),
+                    "step_size": (("chain",), sampler_state["step_size"]),
+                    "inverse_mass_matrix": (
+                        ("chain",)
+                        + (("latent", "latent2") if sampler_state["inverse_mass_matrix"].ndim == 3 else ("latent",)),
+                        sampler_state["inverse_mass_matrix"],
+                    ),
+                }
+            )
+        )
+    tree.attrs.update(
+        {k: (json.dumps(v) if v is None or isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()}
+    )
     return tree
 
 
@@ -88,8 +123,10 @@ def load_run(path) -> xr.DataTree:
     with path.open("rb") as handle:
         head = handle.read(8)
     if not head.startswith(_NETCDF_MAGIC):
-        raise ValueError(f"cannot read run {str(path)!r}: it is not a netCDF file (a run is what "
-                         "`bigmali fit --out run.nc` or bigmali.save_run writes)")
+        raise ValueError(
+            f"cannot read run {str(path)!r}: it is not a netCDF file (a run is what "
+            "`bigmali fit --out run.nc` or bigmali.save_run writes)"
+        )
     try:
         with xr.open_datatree(path) as tree:
             return tree.load()
@@ -110,7 +147,7 @@ def draws_and_weights(run):
     stats = run["sample_stats"] if "sample_stats" in run.children else None
     if stats is not None and "log_weight" in stats:
         log_w = np.asarray(stats["log_weight"], dtype=np.float64).ravel()
-        w = np.exp(log_w - np.logaddexp.reduce(log_w))
+        w = normalised_weights(log_w)
     else:
         w = np.full(draws["alpha1"].size, 1.0 / draws["alpha1"].size)
     return draws, w
@@ -145,9 +182,15 @@ def run_catalog(run):
     def column(name):
         return np.asarray(const[name]) if name in const else None
 
-    return Catalog.from_arrays(z=np.asarray(const["z"]), lum_obs=np.asarray(run["observed_data"]["lum_obs"]),
-                               ra=column("ra"), dec=column("dec"), mass=column("mass_true"), lum=column("lum_true"),
-                               z_max=None)
+    return Catalog.from_arrays(
+        z=np.asarray(const["z"]),
+        lum_obs=np.asarray(run["observed_data"]["lum_obs"]),
+        ra=column("ra"),
+        dec=column("dec"),
+        mass=column("mass_true"),
+        lum=column("lum_true"),
+        z_max=None,
+    )
 
 
 def run_prior(run, prior=None):
@@ -167,8 +210,10 @@ def _first_difference(name: str, run_values: np.ndarray, values: np.ndarray) -> 
     if not differ.size:
         return None
     row = int(differ[0])
-    return (f"column {name!r} differs in {differ.size} of {values.size} rows, first at row {row} "
-            f"(run {run_values[row]!r}, catalog {values[row]!r})")
+    return (
+        f"column {name!r} differs in {differ.size} of {values.size} rows, first at row {row} "
+        f"(run {run_values[row]!r}, catalog {values[row]!r})"
+    )
 
 
 def check_run_data(run, catalog, prior=None, *, force: bool = False) -> list[str]:
@@ -190,16 +235,20 @@ def check_run_data(run, catalog, prior=None, *, force: bool = False) -> list[str
     if len(catalog) != n_run:
         problems.append(f"the run was fitted to {n_run} halos, the catalog has {len(catalog)}")
     elif recorded.get("catalog_sha256") != catalog.fingerprint():
-        for name, run_values, values in (("z", run["constant_data"]["z"], catalog.z),
-                                         ("lum_obs", run["observed_data"]["lum_obs"], catalog.lum_obs)):
+        for name, run_values, values in (
+            ("z", run["constant_data"]["z"], catalog.z),
+            ("lum_obs", run["observed_data"]["lum_obs"], catalog.lum_obs),
+        ):
             difference = _first_difference(name, np.asarray(run_values, dtype=np.float64), values)
             if difference:
                 problems.append(difference)
         if not problems and recorded.get("catalog_sha256"):
             problems.append("the catalog's z and lum_obs do not match the fingerprint the run recorded")
     if prior is not None and recorded.get("prior_sha256") and recorded["prior_sha256"] != prior_fingerprint(prior):
-        problems.append(f"the mass prior differs from the run's (run: {run.attrs.get('prior_description', 'unknown')}; "
-                        f"given: {prior.description})")
+        problems.append(
+            f"the mass prior differs from the run's (run: {run.attrs.get('prior_description', 'unknown')}; "
+            f"given: {prior.description})"
+        )
     if problems:
         message = "the catalog and prior are not those the run was fitted to: " + "; ".join(problems)
         if not force:

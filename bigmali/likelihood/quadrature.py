@@ -49,7 +49,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr
 
 from bigmali import relation
-from bigmali.mass_prior import MassPrior, table_rows
+from bigmali.mass_prior import MassPrior, density_between_knots, table_rows
 from bigmali.relation import Hyper
 
 __all__ = [
@@ -112,18 +112,15 @@ def prepare(z, lum_obs, prior: MassPrior, gl_order: int = 2) -> CollapsedData:
     mass = np.asarray(prior.mass, dtype=np.float64)
     density = np.asarray(prior.density, dtype=np.float64)
     lo_knot, hi_knot = (1, mass.size - 2) if prior.background is not None else (0, mass.size - 1)
-    m0, m1 = mass[lo_knot:hi_knot], mass[lo_knot + 1:hi_knot + 1]
-    d0, d1 = density[:, lo_knot:hi_knot], density[:, lo_knot + 1:hi_knot + 1]
+    m0, m1 = mass[lo_knot:hi_knot], mass[lo_knot + 1 : hi_knot + 1]
     x0 = np.log(m0)
     width = np.log1p((m1 - m0) / m0)  # accurate for the 1-Msun ramps next to the background
     t, w = np.polynomial.legendre.leggauss(gl_order)
     node_x = (x0[:, None] + 0.5 * width[:, None] * (t + 1)).ravel()
     node_w = (0.5 * width[:, None] * w).ravel()
-    node_m = np.exp(node_x)
-    seg_m0 = np.repeat(m0, gl_order)
-    slope = np.repeat((d1 - d0) / (m1 - m0), gl_order, axis=1)
-    p_node = np.repeat(d0, gl_order, axis=1) + slope * (node_m - seg_m0)  # linear in M, exactly
-    node_q = node_w * node_m * p_node
+    rows = np.arange(density.shape[0])[:, None]
+    p_node = np.asarray(density_between_knots(prior, jnp.asarray(node_x)[None, :], rows, rows, 0.0))
+    node_q = node_w * np.exp(node_x) * p_node
     if prior.background is not None:
         bg_log_c = np.log(density[:, 0])
         bg_edges = np.log(mass[[0, 1, -2, -1]])
@@ -149,7 +146,7 @@ def prepare(z, lum_obs, prior: MassPrior, gl_order: int = 2) -> CollapsedData:
 
 def reduced_observable(hyper: Hyper, data: CollapsedData):
     """``r_k = ln L_obs - ln mu_L(M = 1, z_k)``, so that ``r = alpha2 ln M + noise``."""
-    return data.y - relation.ln_mu_L_ln1pz(0.0, data.ln1pz, hyper)
+    return relation.reduced_observable(data.y, data.ln1pz, hyper)
 
 
 def _grid(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
@@ -215,7 +212,7 @@ def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, tables, 
     n_left, n_right = -int(_STENCIL[0]), int(_STENCIL[-1])
     first, last = n_left, config.n_grid - 1 - n_right  # the stencil must stay on the grid
     n_int = last - first + 1
-    windows = jnp.stack([log_f_table[:, first + s: first + s + n_int] for s in _STENCIL], axis=-1)
+    windows = jnp.stack([log_f_table[:, first + s : first + s + n_int] for s in _STENCIL], axis=-1)
     coef = (windows @ _MONOMIAL).reshape(-1, len(_STENCIL))  # (nz * n_int, degree + 1)
     u = (r - r0) / h
     i = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
@@ -248,8 +245,7 @@ def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, tables, 
         shift = sigma * sigma / a2
         bg_below = p[:, 4] + d / a2
         u_top = (a2 * data.bg_edges[3] - r_k - shift) / sigma
-        bg_above = (p[:, 5] - jnp.log(a2) + r_k / a2 + 0.5 * shift / a2
-                    + _log_ndtr_far_left(jnp.minimum(u_top, -9.0)))
+        bg_above = p[:, 5] - jnp.log(a2) + r_k / a2 + 0.5 * shift / a2 + _log_ndtr_far_left(jnp.minimum(u_top, -9.0))
         return jnp.logaddexp(tail, jnp.where(below, bg_below, bg_above))
 
     # The tails cost a few logarithms per halo, which would triple the cost of the whole
@@ -303,7 +299,9 @@ def log_likelihood_halos(hyper: Hyper, data: CollapsedData, config: QuadratureCo
     if config.linear:
         upper = _log_f(hyper, data, config, table, r, data.row_hi)
         w = data.w_hi
-        value = jnp.logaddexp(jnp.log1p(-w) + value, jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + upper, -jnp.inf))
+        value = jnp.logaddexp(
+            jnp.log1p(-w) + value, jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + upper, -jnp.inf)
+        )
     return value - data.y
 
 
@@ -312,7 +310,9 @@ def log_likelihood(hyper: Hyper, data: CollapsedData, config: QuadratureConfig =
     return jnp.sum(log_likelihood_halos(hyper, data, config))
 
 
-def reference_log_likelihood_halos(hyper: Hyper, z, lum_obs, prior: MassPrior, n_points: int = 10_000, chunk: int = 1024):
+def reference_log_likelihood_halos(
+    hyper: Hyper, z, lum_obs, prior: MassPrior, n_points: int = 10_000, chunk: int = 1024
+):
     """Brute-force reference: Simpson's rule with ``n_points`` masses over the tabulated range.
 
     The prior comes from :func:`bigmali.mass_prior.log_prob_ln_mass`, the likelihood from
@@ -338,7 +338,7 @@ def reference_log_likelihood_halos(hyper: Hyper, z, lum_obs, prior: MassPrior, n
     y = np.log(np.asarray(lum_obs, dtype=np.float64))
     out = []
     for start in range(0, z.size, chunk):
-        zb, yb = z[start:start + chunk], y[start:start + chunk]
+        zb, yb = z[start : start + chunk], y[start : start + chunk]
         pad = chunk - zb.size
         res = block(jnp.asarray(np.pad(zb, (0, pad), mode="edge")), jnp.asarray(np.pad(yb, (0, pad), mode="edge")))
         out.append(np.asarray(res)[: zb.size])

@@ -4,12 +4,11 @@ import json
 import re
 
 import pytest
+from browser import render, require_browser, screenshot_is_not_blank
 
 import bigmali
 from bigmali import cli
 from bigmali.diagnostics.report import write_comparison, write_report
-
-from browser import render, require_browser, screenshot_is_not_blank
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +47,14 @@ def test_weighted_run_report_and_comparison_render(small_mock, nuts_run, prior, 
     assert "Importance weights" in html and "trace.png" not in {p.name for p in out["images"]}
     seen = render(out["html"], tmp_path / "weighted.png")
     assert all(i["complete"] and i["width"] > 100 for i in seen["images"]) and len(seen["images"]) == len(out["images"])
-    cmp = write_comparison([nuts_run, weighted], tmp_path / "cmp", labels=["nuts", "is_proposal"], truth="hyperseed",
-                           prior=prior, ppc_draws=40)
+    cmp = write_comparison(
+        [nuts_run, weighted],
+        tmp_path / "cmp",
+        labels=["nuts", "is_proposal"],
+        truth="hyperseed",
+        prior=prior,
+        ppc_draws=40,
+    )
     seen = render(cmp["html"], tmp_path / "cmp.png")
     assert "is_proposal" in cmp["html"].read_text()
     assert seen["images"] and all(i["complete"] and i["width"] > 100 for i in seen["images"])
@@ -58,7 +63,9 @@ def test_weighted_run_report_and_comparison_render(small_mock, nuts_run, prior, 
 
 def test_cli_report_and_its_errors(nuts_run, tmp_path, capsys):
     path = bigmali.save_run(nuts_run, tmp_path / "run.nc")
-    assert cli.main(["report", str(path), "-o", str(tmp_path / "rep"), "--truth", "hyperseed", "--ppc-draws", "40"]) == 0
+    assert (
+        cli.main(["report", str(path), "-o", str(tmp_path / "rep"), "--truth", "hyperseed", "--ppc-draws", "40"]) == 0
+    )
     assert "wrote" in capsys.readouterr().out and (tmp_path / "rep" / "report.html").exists()
     assert cli.main(["report", "-o", str(tmp_path / "x")]) == 1
     assert "give one run" in capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""Evaluate a vectorised function over many inputs in fixed-size blocks.
+"""Small utilities shared by every layer: block maps and progress bars.
 
-Used wherever a quantity is needed at thousands of hyperparameter draws (exact
+:func:`map_blocks` evaluates a vectorised function over many inputs in fixed-size blocks. It is used wherever a quantity is needed at thousands of hyperparameter draws (exact
 likelihoods, posterior densities, per-halo log-likelihoods, replicated catalogs): one
 block at a time bounds the memory, and padding the last block (repeating its final
 input) keeps one array shape, so the function compiles once.
@@ -11,7 +11,14 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["map_blocks"]
+__all__ = ["map_blocks", "progress_bar"]
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    """A tqdm bar of ``total`` steps (disabled when not ``enabled``), cleared when done."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
 
 
 def map_blocks(f, batch, block: int, bar=None):

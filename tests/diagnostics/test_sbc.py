@@ -36,8 +36,15 @@ def test_the_tests_reject_miscalibrated_ranks(sbc):
     result, _ = sbc
     rng = np.random.default_rng(0)
     n = 200
-    biased = SbcResult(result.settings, np.arange(n), np.zeros((n, 4)), np.full((n, 4), np.nan),
-                       np.clip(rng.beta(2.0, 1.0, (n, 4)), 1e-6, 1 - 1e-6), np.zeros(n, int), np.zeros(n))
+    biased = SbcResult(
+        result.settings,
+        np.arange(n),
+        np.zeros((n, 4)),
+        np.full((n, 4), np.nan),
+        np.clip(rng.beta(2.0, 1.0, (n, 4)), 1e-6, 1 - 1e-6),
+        np.zeros(n, int),
+        np.zeros(n),
+    )
     assert all(u["rejected"] for u in biased.uniformity().values())  # truths too often above the draws
     narrow = biased._replace(pit=np.clip(0.5 + 1.6 * (rng.uniform(size=(n, 4)) - 0.5), 1e-6, 1 - 1e-6))
     assert all(u["rejected"] for u in narrow.uniformity().values())  # posteriors too narrow: ranks at the ends
@@ -82,8 +89,28 @@ def test_cli_sbc_writes_results_and_the_ecdf_plot(sbc, tmp_path, capsys):
     plot_sbc(read_sbc(path), plot)
     assert plot.stat().st_size > 10_000
     out = tmp_path / "cli.jsonl"
-    assert cli.main(["sbc", "--n-datasets", "2", "--n-halos", "200", "--warmup", "50", "--draws", "60", "--thin", "3",
-                     "--out", str(out), "--quiet", "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "sbc",
+                "--n-datasets",
+                "2",
+                "--n-halos",
+                "200",
+                "--warmup",
+                "50",
+                "--draws",
+                "60",
+                "--thin",
+                "3",
+                "--out",
+                str(out),
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["n_datasets"] == 2 and set(printed["uniformity"]) == set(HYPER_NAMES)
     assert out.with_suffix(".png").exists()

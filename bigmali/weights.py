@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-__all__ = ["psis", "weight_diagnostics", "K_HAT_THRESHOLD", "normalise_log_weights"]
+__all__ = ["psis", "weight_diagnostics", "K_HAT_THRESHOLD", "normalise_log_weights", "normalised_weights", "weight_ess"]
 
 K_HAT_THRESHOLD = 0.7
 """Above this Pareto k-hat, importance-sampling estimates are unreliable (Vehtari et al. 2024)."""
@@ -28,6 +28,16 @@ def normalise_log_weights(log_w) -> np.ndarray:
     """Log weights shifted so that the weights sum to one (non-finite entries weigh nothing)."""
     log_w = np.where(np.isfinite(log_w), np.asarray(log_w, dtype=np.float64), -np.inf)
     return log_w - logsumexp(log_w)
+
+
+def normalised_weights(log_w) -> np.ndarray:
+    """The weights themselves, summing to one."""
+    return np.exp(normalise_log_weights(log_w))
+
+
+def weight_ess(log_w) -> float:
+    """Kish's effective sample size of importance weights, ``(sum w)^2 / sum w^2``."""
+    return float(np.exp(-logsumexp(2.0 * normalise_log_weights(np.ravel(log_w)))))
 
 
 def psis(log_w) -> tuple[np.ndarray, float]:
@@ -62,7 +72,7 @@ def weight_diagnostics(log_w) -> dict:
     """``{"ess", "pareto_k", "max_share"}`` of raw (unsmoothed) log weights."""
     norm = normalise_log_weights(np.ravel(log_w))
     _, k_hat = psis(np.ravel(log_w))
-    return {"ess": float(np.exp(-logsumexp(2.0 * norm))), "pareto_k": k_hat, "max_share": float(np.exp(norm.max()))}
+    return {"ess": weight_ess(norm), "pareto_k": k_hat, "max_share": float(np.exp(norm.max()))}
 
 
 def weighted_mean_sd(values, w) -> tuple[float, float]:

@@ -6,7 +6,7 @@ Given ``theta``, halo k's mass has the density (per unit x = ln M)
     \\quad c_k = r_k / \\alpha_2, \\quad w = \\sigma / \\alpha_2,
 
 (``q_b`` the prior per unit ln M, ``r_k`` the reduced observable of
-:mod:`bigmali.models.quadrature`, ``sigma = sqrt(S^2 + sigma_obs^2)``): it depends on the halo
+:mod:`bigmali.likelihood.quadrature`, ``sigma = sqrt(S^2 + sigma_obs^2)``): it depends on the halo
 only through its prior table ``b_k`` and the centre ``c_k``, and on ``theta`` only through
 ``c_k`` and the width ``w``. :class:`ConditionalMassSampler` therefore tabulates the inverse
 CDF once per table on a grid of centres, of a few widths spanning the draws' and of
@@ -20,6 +20,7 @@ are evenly spaced in logit(u) from -12 to 12, so that the tails are resolved (a 
 grid would smear the outermost 1/U of every halo's mass across the table). The test suite
 compares the draws with the dense sampler's quantile by quantile.
 """
+
 from __future__ import annotations
 
 import jax
@@ -63,8 +64,7 @@ def _inverse_cdf_table(width, prior: MassPrior, centres, t_levels):
 
 
 def _centre_and_width(hyper: Hyper, ln_lobs, ln1pz):
-    r = ln_lobs - relation.ln_mu_L_ln1pz(0.0, ln1pz, hyper)
-    return r / hyper.alpha2, relation.sigma_total(hyper.S) / hyper.alpha2
+    return relation.ln_mass_pointed(ln_lobs, ln1pz, hyper), relation.sigma_total(hyper.S) / hyper.alpha2
 
 
 class ConditionalMassSampler:
@@ -77,8 +77,16 @@ class ConditionalMassSampler:
             the centre and width grids).
     """
 
-    def __init__(self, prior: MassPrior, z, lum_obs, hypers, n_centres: int = N_CENTRES, n_widths: int = 4,
-                 n_levels: int = N_LEVELS):
+    def __init__(
+        self,
+        prior: MassPrior,
+        z,
+        lum_obs,
+        hypers,
+        n_centres: int = N_CENTRES,
+        n_widths: int = 4,
+        n_levels: int = N_LEVELS,
+    ):
         if prior.z_interp != "bins":
             raise ValueError("the fast conditional sampler needs the prior's 'bins' redshift mode")
         self.prior = prior

@@ -1,0 +1,61 @@
+"""The engine interface: the registry, configs as the one home of defaults, and the CLI built from them."""
+
+import pytest
+
+from bigmali import cli
+from bigmali.inference import nuts
+from bigmali.inference.engines import ENGINES, MINIMUM, engine_for, make_config
+from bigmali.models import MODELS
+
+
+def test_every_method_is_an_engine_with_a_config_models_and_a_run():
+    assert set(ENGINES) == {"nuts", "nuts_gibbs", "svi", "is_prior", "is_proposal", "pmmh", "nuts_is"}
+    for name, engine in ENGINES.items():
+        assert engine.name == name and callable(engine.run) and engine.summary
+        assert set(engine.models) <= set(MODELS) and engine.models
+        defaults = engine.config._field_defaults
+        assert set(defaults) == set(engine.config._fields), f"{name}: every option has a default"
+        assert {"seed", "progress"} <= set(defaults)
+        assert engine.config() == engine.config(**defaults)
+
+
+def test_make_config_checks_options_before_any_work():
+    engine = engine_for("nuts", "collapsed")
+    with pytest.raises(ValueError, match="option 'steps' does not apply to method 'nuts'"):
+        make_config(engine, "collapsed", {"steps": 10})
+    for name, least in MINIMUM.items():
+        owner = next(e for e in ENGINES.values() if name in e.config._fields)
+        with pytest.raises(ValueError, match=f"{name} = {least - 1}: must be an integer >= {least}"):
+            make_config(owner, "collapsed", {name: least - 1})
+        with pytest.raises(ValueError, match=f"{name} = True"):
+            make_config(owner, "collapsed", {name: True})
+    # target_accept: the model's default unless given.
+    assert make_config(engine, "collapsed", {}).target_accept == nuts.TARGET_ACCEPT["collapsed"]
+    assert make_config(engine, "full", {}).target_accept == nuts.TARGET_ACCEPT["latent"]
+    assert make_config(engine, "full", {"target_accept": 0.9}).target_accept == 0.9
+
+
+def test_engine_for_refuses_unknown_names_and_models_it_cannot_fit():
+    with pytest.raises(ValueError, match="method 'hmc': choose one of nuts"):
+        engine_for("hmc", "collapsed")
+    with pytest.raises(
+        ValueError, match="method 'svi': the full model is fitted with nuts; use it with model='collapsed'"
+    ):
+        engine_for("svi", "full")
+
+
+def test_cli_flags_are_the_engines_options_with_their_defaults():
+    parser = cli.build_parser()
+    args = parser.parse_args(["fit", "cat.fits", "--out", "run.nc"])
+    options = {name for engine in ENGINES.values() for name in engine.config._fields} - set(cli.CLI_OWNED)
+    assert set(args.engine_options) == options
+    assert all(getattr(args, name) is None for name in options)  # left out: the engine's default applies
+    assert cli._fit_kwargs(args) == {"seed": 0, "progress": True, "mass_draws": 20}
+    given = parser.parse_args(["fit", "cat.fits", "--out", "r.nc", "--method", "pmmh", "--draws", "7", "--no-is-clip"])
+    assert cli._fit_kwargs(given) == {"seed": 0, "progress": True, "mass_draws": 20, "draws": 7, "is_clip": False}
+    # Each default shown in the help is the config's.
+    text = parser._subparsers._group_actions[0].choices["fit"].format_help()
+    assert "SVI steps (default: 3000; svi)" in " ".join(text.split())
+    # demo fits with NUTS: it offers NUTS's options only.
+    demo = parser.parse_args(["demo"])
+    assert set(demo.engine_options) == set(ENGINES["nuts"].config._fields) - set(cli.CLI_OWNED)
