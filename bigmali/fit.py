@@ -14,13 +14,13 @@ import numpy as np
 from bigmali import __version__ as _version
 from bigmali.catalog import Catalog
 from bigmali.datatree import attr_json, build_datatree
+from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
 from bigmali.inference.engines import ENGINES, engine_for, fit_data, make_config
 from bigmali.likelihood.quadrature import QuadratureConfig, log_likelihood_halos
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.models import collapsed
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
-from bigmali.weights import normalised_weights
 
 __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
 
@@ -35,35 +35,6 @@ DEFAULT_PRIOR_OPTIONS = {
     "z_interp": "bins",
     "density_per": None,
 }
-
-
-def _halo_masses(
-    samples: dict, catalog: Catalog, prior: MassPrior, mass_draws: int, seed: int, log_weight: np.ndarray | None = None
-):
-    """Each halo's ln M from its exact conditional, for ``mass_draws`` posterior draws in all.
-
-    Unweighted runs use evenly spaced draws of every chain. Weighted runs (one chain of
-    importance-weighted draws) resample draws in proportion to their weights, with
-    replacement, so a draw may appear more than once (each time with its own masses).
-    """
-    chains, draws = np.shape(samples["alpha1"])
-    if log_weight is None:
-        per_chain = max(1, min(draws, int(np.ceil(mass_draws / chains))))
-        picks = np.unique(np.linspace(0, draws - 1, per_chain).round().astype(int))
-    else:
-        w = normalised_weights(np.ravel(log_weight))
-        picks = np.sort(np.random.default_rng(seed + 104729).choice(draws, size=mass_draws, p=w / w.sum()))
-    key = jax.random.PRNGKey(seed + 104729)
-    out = np.empty((chains, picks.size, len(catalog)), dtype=np.float32)
-    for c in range(chains):
-        for j, d in enumerate(picks):
-            hyper = Hyper(*(float(samples[name][c, d]) for name in HYPER_NAMES))
-            out[c, j] = np.asarray(
-                collapsed.sample_conditional_ln_mass(
-                    jax.random.fold_in(key, (c * draws + d) * mass_draws + j), hyper, catalog.z, catalog.lum_obs, prior
-                )
-            )
-    return out, picks
 
 
 def pointwise_log_likelihood(samples: dict, catalog: Catalog, prior: MassPrior, max_values: int = LOG_LIK_MAX_VALUES):
@@ -155,7 +126,7 @@ def fit(
     post = engine.run(data, config)
     halo_ln_mass, picks = post.extras.get("halo_ln_mass"), post.extras.get("halo_mass_draw")
     if mass_draws > 0 and halo_ln_mass is None:
-        halo_ln_mass, picks = _halo_masses(post.samples, catalog, prior, mass_draws, config.seed, post.log_weight)
+        halo_ln_mass, picks = draw_halo_masses(post.samples, catalog, prior, mass_draws, config.seed, post.log_weight)
     log_lik = None
     if log_likelihood and post.log_weight is None:  # LOO needs draws from the posterior, not weighted ones
         log_lik = pointwise_log_likelihood(post.samples, catalog, prior, log_likelihood)
@@ -230,7 +201,7 @@ def extend(
         mass_draws = int(np.prod(run["halo_mass"]["ln_mass"].shape[:2])) if "halo_mass" in run.children else 0
     halo_ln_mass = picks = None
     if mass_draws > 0:
-        halo_ln_mass, picks = _halo_masses(samples, catalog, prior, mass_draws, seed)
+        halo_ln_mass, picks = draw_halo_masses(samples, catalog, prior, mass_draws, seed)
     log_lik = None
     if "log_likelihood" in run.children:  # the same budget as the run had
         budget = max(LOG_LIK_MAX_VALUES, int(np.asarray(run["log_likelihood"]["lum_obs"]).size))

@@ -7,7 +7,7 @@ Each halo's mass posterior marginalised over the hyperposterior,
 is represented by realisations: for each of D hyperposterior draws ``theta_d``, every halo's
 ln M is drawn from its conditional given ``theta_d``, discretised on the prior's knots
 (:class:`~bigmali.halo_masses.ConditionalMassSampler`, ~10 ms per draw for 10^5
-halos; the dense :func:`~bigmali.models.collapsed.sample_conditional_ln_mass` for priors in
+halos; the dense :func:`~bigmali.halo_masses.sample_conditional_ln_mass` for priors in
 ``"linear"`` redshift mode). Realisation d is therefore one
 joint draw of every mass (the halos share ``theta_d``), which is what a map needs: the
 hyperparameters' uncertainty moves all masses together and does not average out over a
@@ -219,9 +219,8 @@ def mass_posterior(
     (:func:`~bigmali.datatree.check_run_data`; ``force=True`` only warns).
     """
     from bigmali.datatree import check_run_data
-    from bigmali.halo_masses import ConditionalMassSampler
+    from bigmali.halo_masses import mass_sampler
     from bigmali.mass_prior import tabulated_ln_mass_range
-    from bigmali.models.collapsed import sample_conditional_ln_mass
     from bigmali.utils import progress_bar
 
     if n_draws < 2:
@@ -251,12 +250,7 @@ def mass_posterior(
     kept = []
     key = jax.random.PRNGKey(seed + 2718281)
     rows = np.arange(n)
-    if prior.z_interp == "bins":
-        sampler = ConditionalMassSampler(prior, catalog.z, catalog.lum_obs, hypers)
-    else:
-
-        def sampler(k, hyper):
-            return sample_conditional_ln_mass(k, hyper, catalog.z, catalog.lum_obs, prior)
+    sampler = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers)
 
     with progress_bar(n_draws, progress, "halo mass realisations") as bar:
         for d, hyper in enumerate(hypers):

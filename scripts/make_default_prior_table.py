@@ -13,7 +13,9 @@ def main() -> None:
     table = mass_function.compute_table(spec)
     path = mass_function.shipped_path(spec)
     mass_function.write_table(table, path)
-    print(f"wrote {path} ({table.dndm.shape[0]} redshifts x {table.dndm.shape[1]} masses, hmf {table.meta['hmf_version']})")
+    print(
+        f"wrote {path} ({table.dndm.shape[0]} redshifts x {table.dndm.shape[1]} masses, hmf {table.meta['hmf_version']})"
+    )
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def test_console_script_is_installed():
 def test_fit_command_writes_a_run_that_summary_reads(tmp_path):
     """``bigmali fit`` from start to finish, as a user types it, on a small mock."""
     catalog, out = tmp_path / "mock.fits", tmp_path / "run.nc"
-    run("simulate", "--out", str(catalog), "--n-halos", "400", "--seed", "2")
+    run("simulate", "--out", str(catalog), "--n-halos", "200", "--seed", "2")
     done = run(
         "fit",
         str(catalog),
@@ -146,7 +146,7 @@ def test_fit_command_writes_a_run_that_summary_reads(tmp_path):
 
     fitted = bigmali.load_run(out)
     assert fitted["posterior"]["alpha1"].shape == (1, 40)
-    assert fitted["halo_mass"]["ln_mass"].shape[-1] == 400
+    assert fitted["halo_mass"]["ln_mass"].shape[-1] == 200
     config = json.loads(fitted.attrs["config"])
     assert config["target_accept"] == 0.65 and config["warmup"] == 40  # the engine's default, the user's setting
     summary = json.loads(run("summary", str(out), "--json", "--no-ppc", "--no-conflict").stdout)
@@ -167,7 +167,7 @@ def test_demo_command_prints_the_recovery_table(tmp_path):
     done = run(
         "demo",
         "--n-halos",
-        "500",
+        "200",
         "--chains",
         "1",
         "--warmup",

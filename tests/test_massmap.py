@@ -10,9 +10,8 @@ from astropy.wcs import WCS
 
 import bigmali
 from bigmali import cli
-from bigmali.halo_masses import ConditionalMassSampler
+from bigmali.halo_masses import ConditionalMassSampler, sample_conditional_ln_mass
 from bigmali.massmap import PixelGrid, mass_posterior, massmap, sampled_mass_posterior
-from bigmali.models.collapsed import sample_conditional_ln_mass
 from bigmali.relation import HYPERSEED, Hyper
 
 

@@ -188,21 +188,23 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
 
 def _generic_fitter(settings: SbcSettings, prior: MassPrior):
     from bigmali.fit import fit as fit_catalog
+    from bigmali.inference.engines import ENGINES
+
+    wanted = {"chains": 1, "warmup": settings.warmup, "draws": settings.draws, "svi_draws": settings.draws}
+    options = {name: value for name, value in wanted.items() if name in ENGINES[settings.method].config._fields}
 
     def fit(mock, key):
+        seed = int(jax.random.randint(key, (), 0, 2**30))
         run = fit_catalog(
             mock,
             settings.model,
             settings.method,
             prior,
-            chains=1,
-            warmup=settings.warmup,
-            draws=settings.draws,
-            svi_draws=settings.draws,
-            seed=int(jax.random.randint(key, (), 0, 2**30)),
+            seed=seed,
             progress=False,
             mass_draws=0,
             log_likelihood=0,
+            **options,
         )
         draws = np.stack([np.asarray(run["posterior"][name]).ravel() for name in HYPER_NAMES], axis=1)
         stats_ = run["sample_stats"]

@@ -7,7 +7,7 @@ The per-halo integral is the exact quadrature of :mod:`bigmali.likelihood.quadra
 ``lum_obs`` is an observed sample site with a per-halo ``log_prob``, so NumPyro's
 ``log_likelihood`` and ArviZ's ``log_likelihood`` group (and LOO) see one term per halo.
 Each halo's mass is recovered afterwards from its exact conditional given the hyperparameters
-(:func:`sample_conditional_ln_mass`).
+(:mod:`bigmali.halo_masses`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from numpyro.distributions import constraints
 
 from bigmali import relation
 from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
-from bigmali.mass_prior import MassPrior, sample_ln_mass, table_rows, tabulated_knots
+from bigmali.mass_prior import MassPrior, sample_ln_mass
 from bigmali.models.common import sample_hyper
 from bigmali.relation import Hyper
 
-__all__ = ["CollapsedLumObs", "model", "prepare_data", "sample_conditional_ln_mass"]
+__all__ = ["CollapsedLumObs", "model", "prepare_data"]
 
 
 class CollapsedLumObs(dist.Distribution):
@@ -62,48 +62,3 @@ def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureC
     hyper = sample_hyper()
     with numpyro.plate("halos", jnp.shape(z)[0]):
         numpyro.sample("lum_obs", CollapsedLumObs(hyper, data, prior, z, config), obs=lum_obs)
-
-
-@jax.jit
-def _draw_block(key, hyper: Hyper, prior: MassPrior, zb, yb):
-    knots = tabulated_knots(prior)
-    x = jnp.log(prior.mass[knots])
-    row_lo, row_hi, w = table_rows(prior, zb)
-    density = prior.density[:, knots]
-    mixed = (1.0 - w)[:, None] * density[row_lo] + w[:, None] * density[row_hi]
-    resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / relation.sigma_total(hyper.S)
-    log_p = jnp.log(mixed) + x[None, :] - 0.5 * resid * resid  # unnormalised conditional per unit ln M
-    # Trapezoid cell weights in log space, then the within-cell linear interpolant.
-    log_cell = jnp.logaddexp(log_p[:, 1:], log_p[:, :-1]) + jnp.log(jnp.diff(x))[None, :]
-    key_c, key_u = jax.random.split(key)
-    cell = jax.random.categorical(key_c, log_cell, axis=1)
-    rows = jnp.arange(zb.shape[0])
-    a = jnp.exp(log_p[rows, cell] - log_cell[rows, cell])
-    b = jnp.exp(log_p[rows, cell + 1] - log_cell[rows, cell])
-    u = jax.random.uniform(key_u, zb.shape)
-    # Inverse CDF of a density linear in s on [0, 1], from a at s = 0 to b at s = 1.
-    s = jnp.where(jnp.abs(b - a) > 1e-12 * (a + b), (jnp.sqrt(a * a + (b * b - a * a) * u) - a) / (b - a), u)
-    return x[cell] + s * (x[cell + 1] - x[cell])
-
-
-def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, chunk: int = 16384):
-    """One draw of every halo's ln M from ``P(M | L_obs, z, theta)``, on the prior's knots.
-
-    The conditional density of x = ln M is ``q(x) phi_sigma(r - alpha2 x)``. It is
-    discretised on the prior's tabulated knots (cell weights by the trapezoid rule, which
-    for cells of 0.01 dex against a conditional width of ~0.2 dex is good to ~1e-4
-    relative), a cell is drawn, and the position inside it is drawn from the linear
-    interpolant. Background cells are left out: a halo so extreme that only the 1e-30
-    background explains it gets its mass at the nearest edge of the table.
-    """
-    hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
-    z = jnp.asarray(z, dtype=jnp.float64)
-    y = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
-    out = []
-    for i, start in enumerate(range(0, z.shape[0], chunk)):
-        zb, yb = z[start : start + chunk], y[start : start + chunk]
-        pad = chunk - zb.shape[0]
-        if pad:  # one compiled shape for every chunk
-            zb, yb = jnp.pad(zb, (0, pad), mode="edge"), jnp.pad(yb, (0, pad), mode="edge")
-        out.append(_draw_block(jax.random.fold_in(key, i), hyper, prior, zb, yb)[: chunk - pad])
-    return jnp.concatenate(out)

@@ -12,15 +12,15 @@ from bigmali.relation import HYPER_NAMES
 
 @pytest.fixture(scope="module")
 def sbc(tmp_path_factory, prior):
-    # CI's small version of benchmarks/sbc.py (200 mocks of 10^4 halos): 40 mocks of 1,000
+    # CI's small version of benchmarks/sbc.py (200 mocks of 10^4 halos): 30 mocks of 500
     # halos, collapsed NUTS, 150 + 200 draws, each truth ranked among every other draw.
     path = tmp_path_factory.mktemp("sbc") / "sbc.jsonl"
-    return run_sbc(path, 40, 1000, prior=prior, warmup=150, draws=200, thin=2, seed=1, progress=False), path
+    return run_sbc(path, 30, 500, prior=prior, warmup=150, draws=200, thin=2, seed=1, progress=False), path
 
 
 def test_ranks_of_collapsed_nuts_are_uniform(sbc):
     result, _ = sbc
-    assert result.dataset.tolist() == list(range(40))
+    assert result.dataset.tolist() == list(range(30))
     assert np.all((result.ranks >= 0) & (result.ranks <= result.settings.n_ranked))
     assert np.all((result.pit > 0) & (result.pit < 1))
     uniformity = result.uniformity()
@@ -84,7 +84,7 @@ def test_bad_files_and_settings_fail_clearly(tmp_path, prior):
 def test_cli_sbc_writes_results_and_the_ecdf_plot(sbc, tmp_path, capsys):
     _, path = sbc
     settings = read_sbc(path).settings
-    assert settings == SbcSettings(1000, warmup=150, draws=200, thin=2, seed=1, prior=None)
+    assert settings == SbcSettings(500, warmup=150, draws=200, thin=2, seed=1, prior=None)
     plot = tmp_path / "ecdf.png"
     plot_sbc(read_sbc(path), plot)
     assert plot.stat().st_size > 10_000
