@@ -17,10 +17,10 @@ from bigmali.datatree import attr_json, build_datatree
 from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
 from bigmali.inference.engines import ENGINES, engine_for, fit_data, make_config
-from bigmali.likelihood.quadrature import QuadratureConfig, log_likelihood_halos
+from bigmali.likelihood.quadrature import log_likelihood_halos
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
-from bigmali.models import collapsed
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
+from bigmali.utils import map_blocks
 
 __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
 
@@ -37,13 +37,16 @@ DEFAULT_PRIOR_OPTIONS = {
 }
 
 
-def pointwise_log_likelihood(samples: dict, catalog: Catalog, prior: MassPrior, max_values: int = LOG_LIK_MAX_VALUES):
+def pointwise_log_likelihood(
+    samples: dict, catalog: Catalog, prior: MassPrior, max_values: int = LOG_LIK_MAX_VALUES, data=None
+):
     """Each halo's collapsed ``ln P(L_obs,k | theta)`` for the posterior draws, for ArviZ's LOO.
 
     It is the same quantity for every model: the latent models' masses are nuisance
     parameters, and leaving a halo out means integrating its mass out. At most ``max_values``
     numbers are kept (float64, 8 bytes each): when chains x draws x halos exceeds it, evenly
-    spaced draws are kept and the returned ``draw`` indices say which.
+    spaced draws are kept and the returned ``draw`` indices say which. ``data``: the fit's
+    :class:`~bigmali.inference.engines.FitData`, whose collapsed tables are used if it has them.
 
     Returns ``(values (chain, draw, halo), draw_indices)``.
     """
@@ -51,10 +54,10 @@ def pointwise_log_likelihood(samples: dict, catalog: Catalog, prior: MassPrior, 
     n = len(catalog)
     keep = max(1, min(draws, max_values // max(1, chains * n)))
     picks = np.unique(np.linspace(0, draws - 1, keep).round().astype(int))
-    data = collapsed.prepare_data(jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs), prior)
-    config = QuadratureConfig(linear=prior.z_interp == "linear")
-    per_draw = jax.jit(jax.vmap(lambda h: log_likelihood_halos(h, data, config)))
-    from bigmali.utils import map_blocks
+    if data is None or data.model != "collapsed":
+        data = fit_data(catalog, prior, "collapsed")
+    tables, config = data.collapsed, data.quadrature
+    per_draw = jax.jit(jax.vmap(lambda h: log_likelihood_halos(h, tables, config)))
 
     out = np.empty((chains, picks.size, n))
     for c in range(chains):
@@ -124,19 +127,25 @@ def fit(
     start = time.perf_counter()
     data = fit_data(catalog, prior, model, mass_draws)
     post = engine.run(data, config)
+    attrs = {"model": model, "method": method, "prior_options": recorded_options}
+    return _datatree(post, data, config.seed, attrs, mass_draws, log_likelihood, start)
+
+
+def _datatree(post, data, seed: int, attrs: dict, mass_draws: int, log_likelihood: int | None, start: float):
+    """The run's DataTree: the engine's draws, then per-halo masses and the pointwise
+    log-likelihood where asked, and what binds the run to its catalog and prior."""
+    catalog, prior = data.catalog, data.prior
     halo_ln_mass, picks = post.extras.get("halo_ln_mass"), post.extras.get("halo_mass_draw")
     if mass_draws > 0 and halo_ln_mass is None:
-        halo_ln_mass, picks = draw_halo_masses(post.samples, catalog, prior, mass_draws, config.seed, post.log_weight)
+        halo_ln_mass, picks = draw_halo_masses(post.samples, catalog, prior, mass_draws, seed, post.log_weight)
     log_lik = None
     if log_likelihood and post.log_weight is None:  # LOO needs draws from the posterior, not weighted ones
-        log_lik = pointwise_log_likelihood(post.samples, catalog, prior, log_likelihood)
+        log_lik = pointwise_log_likelihood(post.samples, catalog, prior, log_likelihood, data)
     attrs = {
-        "model": model,
-        "method": method,
+        **attrs,
         "n_halos": len(catalog),
         "seconds": time.perf_counter() - start,
         "config": post.config,
-        "prior_options": recorded_options,
         "prior_description": prior.description,
         "fingerprint": fingerprint(catalog, prior),
         "bigmali_version": _version,
@@ -150,7 +159,7 @@ def fit(
         posterior=post.samples,
         sample_stats=post.stats,
         catalog=catalog,
-        prior_draws=_prior_draws(config.seed),
+        prior_draws=_prior_draws(seed),
         attrs=attrs,
         halo_ln_mass=halo_ln_mass,
         halo_mass_draw=picks,
