@@ -565,9 +565,8 @@ CLI_OWNED = ("seed", "progress")  # --seed and --quiet, for every method
 def _add_fit_arguments(parser: argparse.ArgumentParser, methods=None) -> None:
     """The flags of every option of ``methods``' engines (default: all), each defaulting to
     its engine's config: a flag left out is not passed, a flag the method lacks is refused."""
-    from bigmali.inference.engines import ENGINES
+    from bigmali.inference.engines import option_defaults
 
-    methods = tuple(methods or ENGINES)
     group = parser.add_argument_group("inference")
     group.add_argument("--seed", type=SEED, default=0)
     group.add_argument(
@@ -580,10 +579,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser, methods=None) -> None:
     group.add_argument(
         "--overwrite", action="store_true", help="replace an existing --out file (once the new one is complete)"
     )
-    defaults: dict[str, dict[str, object]] = {}
-    for method in methods:
-        for name, value in ENGINES[method].config._field_defaults.items():
-            defaults.setdefault(name, {})[method] = value
+    defaults = option_defaults(methods)
     for name, by_method in defaults.items():
         if name in CLI_OWNED:
             continue

@@ -16,7 +16,7 @@ from bigmali.catalog import Catalog
 from bigmali.datatree import attr_json, build_datatree
 from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
-from bigmali.inference.engines import ENGINES, engine_for, fit_data, make_config
+from bigmali.inference.engines import ENGINES, check_counts, engine_for, fit_data, make_config
 from bigmali.likelihood.quadrature import log_likelihood_halos
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
@@ -54,7 +54,7 @@ def pointwise_log_likelihood(
     n = len(catalog)
     keep = max(1, min(draws, max_values // max(1, chains * n)))
     picks = np.unique(np.linspace(0, draws - 1, keep).round().astype(int))
-    if data is None or data.model != "collapsed":
+    if data is None or data.collapsed is None:
         data = fit_data(catalog, prior, "collapsed")
     tables, config = data.collapsed, data.quadrature
     per_draw = jax.jit(jax.vmap(lambda h: log_likelihood_halos(h, tables, config)))
@@ -69,13 +69,6 @@ def pointwise_log_likelihood(
 def _prior_draws(seed: int, n: int = 1000) -> dict:
     draws = sample_hyperprior(jax.random.PRNGKey(seed + 15485863), (1, n))
     return {name: np.asarray(v) for name, v in draws._asdict().items()}
-
-
-def _check_counts(**counts) -> None:
-    """Refuse, before any work, a count that is not an integer or is below its least value."""
-    for name, (value, least) in counts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            raise ValueError(f"{name} = {value!r}: must be an integer >= {least}")
 
 
 def fingerprint(catalog: Catalog, prior: MassPrior) -> dict:
@@ -116,7 +109,7 @@ def fit(
     """
     engine = engine_for(method, model)
     config = make_config(engine, model, {name: value for name, value in options.items() if value is not None})
-    _check_counts(mass_draws=(mass_draws, 0))
+    check_counts({"mass_draws": (mass_draws, 0)})
     # The options are recorded only when they describe the prior used (extend rebuilds it).
     recorded_options = {**DEFAULT_PRIOR_OPTIONS, **(prior_options or {})} if prior is None or prior_options else None
     prior = load_mass_prior(**recorded_options) if prior is None else prior

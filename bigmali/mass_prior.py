@@ -461,8 +461,9 @@ def log_density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
 
 def density_mass(prior: MassPrior, mass, z):
     """``P(M | z)`` per unit M (Msun^-1), zero outside the knots."""
-    mass = jnp.asarray(mass, dtype=prior.mass.dtype)
-    return jnp.exp(log_prob_ln_mass(prior, jnp.log(mass), z)) / mass
+    mass, z = jnp.broadcast_arrays(jnp.asarray(mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype))
+    inside = (mass >= prior.mass[0]) & (mass <= prior.mass[-1])
+    return jnp.where(inside, density_between_knots(prior, jnp.log(mass), *table_rows(prior, z)), 0.0)
 
 
 def cdf_mass(prior: MassPrior, mass, z):

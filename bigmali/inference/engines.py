@@ -40,6 +40,7 @@ __all__ = [
     "engine_for",
     "make_config",
     "option_defaults",
+    "check_counts",
 ]
 
 MINIMUM = {
@@ -65,14 +66,8 @@ class FitData(NamedTuple):
     model_fn: Callable
     model_args: tuple
     halo_draws: int  # per-halo draws a latent-model engine keeps
-
-    @property
-    def collapsed(self) -> collapsed.CollapsedData:
-        return self.model_args[3]
-
-    @property
-    def quadrature(self) -> QuadratureConfig:
-        return self.model_args[4]
+    collapsed: collapsed.CollapsedData | None = None  # the collapsed likelihood's tables (collapsed model)
+    quadrature: QuadratureConfig | None = None
 
 
 def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0) -> FitData:
@@ -80,8 +75,9 @@ def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     if model in LATENT_SITES:
         return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior, "data"), halo_draws)
-    args = (z, lum, prior, collapsed.prepare_data(z, lum, prior), QuadratureConfig(linear=prior.z_interp == "linear"))
-    return FitData(catalog, prior, model, MODELS[model].model, args, halo_draws)
+    tables, quadrature = collapsed.prepare_data(z, lum, prior), QuadratureConfig(linear=prior.z_interp == "linear")
+    args = (z, lum, prior, tables, quadrature)
+    return FitData(catalog, prior, model, MODELS[model].model, args, halo_draws, tables, quadrature)
 
 
 class Posterior(NamedTuple):
@@ -135,13 +131,20 @@ def engine_for(method: str, model: str) -> Engine:
     return engine
 
 
-def option_defaults() -> dict[str, dict[str, object]]:
-    """Every option of every engine: ``{option: {method: default}}``, for the CLI's flags."""
+def option_defaults(methods=None) -> dict[str, dict[str, object]]:
+    """Every option of ``methods``' engines (default: all): ``{option: {method: default}}``, for the CLI's flags."""
     out: dict[str, dict[str, object]] = {}
-    for name, engine in ENGINES.items():
-        for field, default in engine.config._field_defaults.items():
+    for name in methods or ENGINES:
+        for field, default in ENGINES[name].config._field_defaults.items():
             out.setdefault(field, {})[name] = default
     return out
+
+
+def check_counts(counts: dict) -> None:
+    """Refuse, before any work, a count (``{name: (value, least)}``) that is not an integer or is below its least value."""
+    for name, (value, least) in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} = {value!r}: must be an integer >= {least}")
 
 
 def make_config(engine: Engine, model: str, options: dict):
@@ -152,14 +155,7 @@ def make_config(engine: Engine, model: str, options: dict):
         raise ValueError(
             f"option {unknown[0]!r} does not apply to method {engine.name!r} (its options: {', '.join(fields)})"
         )
-    for name, value in options.items():
-        least = MINIMUM.get(name)
-        if (
-            least is not None
-            and value is not None
-            and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least)
-        ):
-            raise ValueError(f"{name} = {value!r}: must be an integer >= {least}")
+    check_counts({name: (value, MINIMUM[name]) for name, value in options.items() if name in MINIMUM})
     config = engine.config(**options)
     if "target_accept" in fields and config.target_accept is None:
         config = config._replace(target_accept=nuts_engine.default_target_accept(model))
