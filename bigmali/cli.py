@@ -63,22 +63,22 @@ FRACTION = _real(0.0, 1.0)
 
 
 def _z_edges(text: str) -> list[float]:
+    from bigmali.massmap import check_z_edges
+
     try:
-        edges = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give increasing redshift edges separated by commas") from None
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least two increasing redshift edges >= 0")
-    return edges
+        return check_z_edges([float(v) for v in text.split(",")]).tolist()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _field(text: str) -> tuple[float, float, float]:
+    from bigmali.massmap import PixelGrid
+
     try:
         ra, dec, width = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give ra_center,dec_center,width in degrees") from None
-    if not (0 <= ra < 360 and -90 <= dec <= 90 and 0 < width <= 180):
-        raise argparse.ArgumentTypeError(f"{text!r}: ra in [0, 360), dec in [-90, 90], width in (0, 180] degrees")
+        PixelGrid.field(ra, dec, width)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give ra_center,dec_center,width in degrees ({exc})") from None
     return ra, dec, width
 
 
@@ -831,7 +831,10 @@ def main(argv=None) -> int:
     Unexpected exceptions keep their traceback."""
     import threading
 
+    from bigmali.utils import use_compilation_cache
+
     args = build_parser().parse_args(argv)
+    use_compilation_cache()
     main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     show = warnings.showwarning

@@ -16,7 +16,7 @@ from bigmali.catalog import Catalog
 from bigmali.datatree import attr_json, build_datatree
 from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
-from bigmali.inference.engines import ENGINES, check_counts, engine_for, fit_data, make_config
+from bigmali.inference.engines import ENGINES, Posterior, check_counts, engine_for, fit_data, make_config
 from bigmali.likelihood.quadrature import log_likelihood_halos
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
@@ -124,9 +124,12 @@ def fit(
     return _datatree(post, data, config.seed, attrs, mass_draws, log_likelihood, start)
 
 
-def _datatree(post, data, seed: int, attrs: dict, mass_draws: int, log_likelihood: int | None, start: float):
+def _datatree(
+    post, data, seed: int, attrs: dict, mass_draws: int, log_likelihood: int | None, start: float, prior_seed=None
+):
     """The run's DataTree: the engine's draws, then per-halo masses and the pointwise
-    log-likelihood where asked, and what binds the run to its catalog and prior."""
+    log-likelihood where asked, and what binds the run to its catalog and prior. The prior
+    group is drawn with ``prior_seed`` (default ``seed``), the masses with ``seed``."""
     catalog, prior = data.catalog, data.prior
     halo_ln_mass, picks = post.extras.get("halo_ln_mass"), post.extras.get("halo_mass_draw")
     if mass_draws > 0 and halo_ln_mass is None:
@@ -152,7 +155,7 @@ def _datatree(post, data, seed: int, attrs: dict, mass_draws: int, log_likelihoo
         posterior=post.samples,
         sample_stats=post.stats,
         catalog=catalog,
-        prior_draws=_prior_draws(seed),
+        prior_draws=_prior_draws(seed if prior_seed is None else prior_seed),
         attrs=attrs,
         halo_ln_mass=halo_ln_mass,
         halo_mass_draw=picks,
@@ -201,24 +204,11 @@ def extend(
     config["draws"] = int(np.shape(samples["alpha1"])[1])
     if mass_draws is None:  # as many as the run had
         mass_draws = int(np.prod(run["halo_mass"]["ln_mass"].shape[:2])) if "halo_mass" in run.children else 0
-    halo_ln_mass = picks = None
-    if mass_draws > 0:
-        halo_ln_mass, picks = draw_halo_masses(samples, catalog, prior, mass_draws, seed)
-    log_lik = None
+    budget = 0
     if "log_likelihood" in run.children:  # the same budget as the run had
         budget = max(LOG_LIK_MAX_VALUES, int(np.asarray(run["log_likelihood"]["lum_obs"]).size))
-        log_lik = pointwise_log_likelihood(samples, catalog, prior, budget)
-    attrs = dict(run.attrs)  # structured entries are JSON text already; build_datatree keeps strings as they are
-    attrs.update({"seconds": float(run.attrs["seconds"]) + time.perf_counter() - start, "config": config})
-    prior_draws = {k: np.asarray(run["prior"][k]) for k in HYPER_NAMES} if "prior" in run.children else None
-    return build_datatree(
-        posterior=samples,
-        sample_stats=stats,
-        catalog=catalog,
-        prior_draws=prior_draws,
-        attrs=attrs,
-        halo_ln_mass=halo_ln_mass,
-        halo_mass_draw=picks,
-        sampler_state=out.last_state,
-        log_likelihood=log_lik,
-    )
+    post = Posterior(samples, stats, config, extras={"sampler_state": out.last_state})
+    # The run's attrs (structured entries are JSON text already; build_datatree keeps strings
+    # as they are); its seconds and this extension's add up.
+    earlier = start - float(run.attrs["seconds"])
+    return _datatree(post, data, seed, dict(run.attrs), mass_draws, budget, earlier, prior_seed=int(config["seed"]))

@@ -41,6 +41,7 @@ from bigmali.relation import HYPER_NAMES, Hyper, ln_mass_pointed
 
 __all__ = [
     "PixelGrid",
+    "check_z_edges",
     "HaloMassPosterior",
     "MassMaps",
     "mass_posterior",
@@ -63,10 +64,10 @@ class PixelGrid(NamedTuple):
     @classmethod
     def field(cls, ra_center: float, dec_center: float, width_deg: float, n_pixels: int = 64) -> PixelGrid:
         """A square field ``width_deg`` on a side centred on (``ra_center``, ``dec_center``)."""
-        if not (width_deg > 0 and n_pixels >= 1 and -90 <= dec_center <= 90):
+        if not (0 < width_deg <= 180 and n_pixels >= 1 and -90 <= dec_center <= 90 and math.isfinite(ra_center)):
             raise ValueError(
                 f"field centre ({ra_center}, {dec_center}), width {width_deg} deg, {n_pixels} pixels: "
-                "need a positive width, at least one pixel and -90 <= dec <= 90"
+                "need a width in (0, 180] degrees, at least one pixel, a finite ra and -90 <= dec <= 90"
             )
         return cls(float(ra_center) % 360.0, float(dec_center), float(width_deg) / n_pixels, int(n_pixels))
 
@@ -198,6 +199,14 @@ def _quantile_from_histogram(counts: np.ndarray, edges: np.ndarray, q: float) ->
     return edges[j] + np.clip(frac, 0.0, 1.0) * width
 
 
+def check_z_edges(edges) -> np.ndarray:
+    """Redshift slice edges as an array: at least two, increasing, the first >= 0."""
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0) or not edges[0] >= 0:
+        raise ValueError(f"redshift edges {edges.tolist()}: give at least two increasing redshift edges >= 0")
+    return edges
+
+
 def mass_posterior(
     run,
     catalog: Catalog,
@@ -238,7 +247,7 @@ def mass_posterior(
     maps = None
     if has_sky:
         grid = grid or PixelGrid.covering(catalog.ra, catalog.dec, n_pixels)
-        z_edges = np.asarray(z_edges if z_edges is not None else [0.0, np.inf], dtype=np.float64)
+        z_edges = check_z_edges(z_edges if z_edges is not None else [0.0, np.inf])
         pix = grid.pixel_index(catalog.ra, catalog.dec)
         zbin = np.searchsorted(z_edges, catalog.z, side="right") - 1
         ok = (pix >= 0) & (zbin >= 0) & (zbin < len(z_edges) - 1)

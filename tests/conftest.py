@@ -1,8 +1,21 @@
-"""Shared fixtures: the default prior, a small mock and a short collapsed NUTS fit of it, once per session."""
+"""Shared fixtures: the default prior, a small mock and a short collapsed NUTS fit of it, once per session.
+
+Every test process of one run (pytest-xdist's workers and the CLI subprocesses they start)
+shares one fresh JAX compilation cache, so a program compiled by one is loaded by the others;
+a new run starts empty, as CI does.
+"""
+
+import os
+import tempfile
 
 import pytest
 
 import bigmali
+from bigmali.utils import CACHE_ENV, use_compilation_cache
+
+_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ[CACHE_ENV] = os.path.join(tempfile.gettempdir(), f"bigmali-test-jax-cache-{_run}")
+use_compilation_cache()
 
 
 @pytest.fixture(scope="session")

@@ -395,7 +395,7 @@ def test_summary_of_a_file_that_is_not_netcdf(tmp_path, capsys):
 
 def test_a_dominating_halo_is_named_in_the_summary(prior):
     """One halo 10^300 times brighter than its mock value takes over 300 halos: it is named;
-    the same fit without it flags nothing."""
+    the same fit without it flags nothing. (Both fits share one compiled sampler.)"""
     mock = bigmali.simulate(prior, n_halos=300, seed=3)
     lum = mock.lum_obs.copy()
     lum[17] *= 1e300

@@ -13,14 +13,14 @@ from bigmali.massmap import PixelGrid, mass_posterior, massmap, sampled_mass_pos
 
 
 @pytest.fixture(scope="module")
-def mock(prior):
-    return bigmali.simulate(prior, n_halos=2000, seed=8)
+def mock(small_mock):
+    return small_mock
 
 
 @pytest.fixture(scope="module")
 def run(mock, prior):
     return bigmali.fit(
-        mock, prior=prior, chains=2, warmup=200, draws=300, progress=False, mass_draws=0, log_likelihood=0, seed=2
+        mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=0, log_likelihood=0, seed=2
     )
 
 
@@ -56,14 +56,14 @@ def test_mass_posterior_coverage_and_maps(mock, prior, run, tmp_path):
 
     table = Table.read(tmp_path / "halo_masses.fits")
     realisations = np.exp(np.asarray(table["ln_mass_realisations"], dtype=np.float64))
-    assert realisations.shape == (2000, 200)
+    assert realisations.shape == (1500, 200)
     assert mean_total == pytest.approx(realisations.sum(axis=0).mean(), rel=1e-5)
     assert (tmp_path / "massmap.png").stat().st_size > 20_000
 
 
 def test_mass_posterior_tracks_each_halo(mock, prior, run):
     post, maps, kept = mass_posterior(run, mock, prior, n_draws=100, n_pixels=4, keep=5, progress=False)
-    assert kept.shape == (5, 2000) and maps.mean.shape == (1, 4, 4)
+    assert kept.shape == (5, 1500) and maps.mean.shape == (1, 4, 4)
     assert np.all(post.p2_5 <= post.p16) and np.all(post.p16 <= post.median) and np.all(post.median <= post.p84)
     assert np.all(post.p84 <= post.p97_5)
     # The lognormal fit is close for most halos (their posteriors are nearly lognormal away
@@ -75,7 +75,7 @@ def test_masses_kept_by_a_run_give_the_same_posteriors(mock, prior, run):
     """The run's own kept masses (what a latent model samples directly) against the
     realisation pipeline: 40 draws each, so medians agree to Monte Carlo error."""
     kept_run = bigmali.fit(
-        mock, prior=prior, chains=2, warmup=100, draws=100, progress=False, mass_draws=40, log_likelihood=0, seed=5
+        mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=40, log_likelihood=0, seed=5
     )
     direct = sampled_mass_posterior(kept_run)
     post, _, _ = mass_posterior(run, mock, prior, n_draws=200, keep=0, progress=False)
@@ -130,7 +130,7 @@ def test_cli_massmap_and_its_errors(mock, run, tmp_path, capsys):
     small = tmp_path / "small.fits"
     bigmali.write_catalog(bigmali.simulate(n_halos=50, seed=1), small)
     assert cli.main(["massmap", str(run_path), str(small), "-o", str(out), "--quiet"]) == 1
-    assert "the run was fitted to 2000 halos, the catalog has 50" in capsys.readouterr().err
+    assert "the run was fitted to 1500 halos, the catalog has 50" in capsys.readouterr().err
     # The same number of halos but other luminosities: refused, naming the column and the first row.
     other = bigmali.Catalog.from_arrays(
         z=mock.z, lum_obs=mock.lum_obs * np.where(np.arange(len(mock)) == 7, 2.0, 1.0), ra=mock.ra, dec=mock.dec
@@ -140,7 +140,7 @@ def test_cli_massmap_and_its_errors(mock, run, tmp_path, capsys):
         cli.main(["massmap", str(run_path), str(tmp_path / "other.fits"), "-o", str(tmp_path / "m2"), "--quiet"]) == 1
     )
     err = capsys.readouterr().err
-    assert "column 'lum_obs' differs in 1 of 2000 rows, first at row 7" in err and "--force" in err
+    assert "column 'lum_obs' differs in 1 of 1500 rows, first at row 7" in err and "--force" in err
     assert not (tmp_path / "m2").exists()
     # --force goes on with a warning.
     assert (

@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
 import arviz_stats  # noqa: F401  (registers the .azstats accessor)
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -108,80 +108,35 @@ def _mock_seed(seed: int, d: int) -> int:
     return (seed * 1_000_003 + d) % (2**31 - 1)
 
 
-def _whitened_collapsed_model(center, chol, z, lum_obs, prior, data, config):
-    """The collapsed model in coordinates ``u`` with ``x = center + chol u`` for the
-    standardised hyperparameters ``x``: with the dataset's Laplace mode and Cholesky factor
-    as ``center`` and ``chol``, the posterior of ``u`` is close to a standard normal. The
-    map is affine, so its Jacobian is a constant and the posterior is exactly the model's."""
-    import numpyro
-    import numpyro.distributions as dist
-    from numpyro.distributions import constraints
-
-    from bigmali.models import collapsed
-    from bigmali.models.common import HYPER_SITES
-
-    u = numpyro.sample("u", dist.ImproperUniform(constraints.real_vector, (), event_shape=(len(HYPER_SITES),)))
-    x = center + chol @ u
-    with numpyro.handlers.condition(data={site: x[i] for i, site in enumerate(HYPER_SITES)}):
-        collapsed.model(z, lum_obs, prior, data, config)
+def _fit_seed(key) -> int:
+    return int(jax.random.randint(key, (), 0, 2**30))
 
 
 def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
-    """Collapsed NUTS, compiled once for every dataset (all have ``n_halos`` halos).
-
-    Each dataset's Laplace approximation (BFGS, then the exact Hessian; one compiled
-    function) whitens the posterior, so NUTS starts at the mode with a unit mass matrix
-    instead of spending its first warmup windows at the maximum tree depth.
-    """
-    import jax.numpy as jnp
-    from numpyro.infer import MCMC, NUTS
-    from numpyro.infer.util import potential_energy
-
-    from bigmali.inference.laplace import mode_and_cov
+    """Collapsed NUTS through the NUTS engine, whose one compiled sampler serves every
+    dataset (all have ``n_halos`` halos), with a lighter quadrature than a fit's."""
+    from bigmali.inference.nuts import NutsConfig, run_nuts
     from bigmali.likelihood import quadrature
-    from bigmali.likelihood.quadrature import QuadratureConfig
     from bigmali.models import collapsed
-    from bigmali.models.common import HYPER_SITES
-    from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD
+    from bigmali.utils import bind
 
     # 160 r-grid points and 2-point Gauss-Legendre per knot interval keep each halo's
     # ln-likelihood within ~1e-6 of the default quadrature at a lower cost.
-    config = QuadratureConfig(n_grid=160, linear=prior.z_interp == "linear")
-    model = partial(collapsed.model, config=config)
-
-    @jax.jit
-    def laplace(args):
-        def f(x):
-            return potential_energy(model, args, {}, {site: x[i] for i, site in enumerate(HYPER_SITES)})
-
-        x, cov = mode_and_cov(f, jnp.zeros(len(HYPER_SITES)))
-        return x, jnp.linalg.cholesky(cov)
-
-    mcmc = MCMC(
-        NUTS(
-            partial(_whitened_collapsed_model, config=config),
-            dense_mass=True,
-            target_accept_prob=default_target_accept("collapsed"),
-        ),
-        num_warmup=settings.warmup,
-        num_samples=settings.draws,
-        num_chains=1,
-        progress_bar=False,
-        jit_model_args=True,
+    model = bind(collapsed.model, config=quadrature.QuadratureConfig(n_grid=160, linear=prior.z_interp == "linear"))
+    config = NutsConfig(
+        chains=1,
+        warmup=settings.warmup,
+        draws=settings.draws,
+        target_accept=default_target_accept("collapsed"),
+        progress=False,
     )
-    mean, sd = np.asarray(HYPERPRIOR_MEAN), np.asarray(HYPERPRIOR_SD)
 
     def fit(mock, key):
         z, lum = jnp.asarray(mock.z), jnp.asarray(mock.lum_obs)
         args = (z, lum, prior, quadrature.prepare(z, lum, prior, gl_order=2))
-        center, chol = laplace(args)
-        if not bool(jnp.all(jnp.isfinite(chol))):  # no usable Hessian: sample in the model's own coordinates
-            center, chol = jnp.zeros(len(HYPER_SITES)), jnp.eye(len(HYPER_SITES))
-        run_args = (key, center, chol, *args)
-        mcmc.run(*run_args, extra_fields=("diverging",), init_params={"u": jnp.zeros(len(HYPER_SITES))})
-        u = np.asarray(mcmc.get_samples()["u"])
-        x = np.asarray(center) + u @ np.asarray(chol).T
-        return mean + sd * x, None, int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+        out = run_nuts(model, args, config._replace(seed=_fit_seed(key)))
+        draws = np.stack([out.samples[name][0] for name in HYPER_NAMES], axis=1)
+        return draws, None, int(out.stats["diverging"].sum())
 
     return fit
 
@@ -194,7 +149,7 @@ def _generic_fitter(settings: SbcSettings, prior: MassPrior):
     options = {name: value for name, value in wanted.items() if name in ENGINES[settings.method].config._fields}
 
     def fit(mock, key):
-        seed = int(jax.random.randint(key, (), 0, 2**30))
+        seed = _fit_seed(key)
         run = fit_catalog(
             mock,
             settings.model,
@@ -338,9 +293,8 @@ def run_sbc(
     if todo:
         if prior is None:
             prior = load_mass_prior(**(prior_options or {}))
-        fitter = (_collapsed_nuts_fitter if (model, method) == ("collapsed", "nuts") else _generic_fitter)(
-            settings, prior
-        )
+        compiled_once = (model, method) == ("collapsed", "nuts")
+        fitter = (_collapsed_nuts_fitter if compiled_once else _generic_fitter)(settings, prior)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -366,9 +320,9 @@ def run_sbc(
                 os.fsync(handle.fileno())
                 if bar is not None:
                     bar.update(1)
-                if (d + 1) % CLEAR_CACHES_EVERY == 0:
-                    # NumPyro compiles its sampling loop anew on every run (a fresh closure), and
-                    # JAX keeps every executable: without this, ~75 fits of 10^4 halos exhaust
+                if not compiled_once and (d + 1) % CLEAR_CACHES_EVERY == 0:
+                    # Other methods compile afresh on every fit (fresh closures), and JAX
+                    # keeps every executable: without this, ~75 fits of 10^4 halos exhausted
                     # LLVM's memory ("Cannot allocate memory").
                     jax.clear_caches()
         if bar is not None:

@@ -17,7 +17,6 @@ from collections import namedtuple
 from collections.abc import Callable
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,6 +28,7 @@ from bigmali.mass_prior import MassPrior
 from bigmali.models import LATENT_SITES, MODELS, collapsed
 from bigmali.models.common import HYPER_SITES
 from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD
+from bigmali.utils import bind
 
 __all__ = [
     "Engine",
@@ -63,8 +63,8 @@ class FitData(NamedTuple):
     catalog: Catalog
     prior: MassPrior
     model: str
-    model_fn: Callable
-    model_args: tuple
+    model_fn: Callable  # static settings bound (bigmali.utils.bind)
+    model_args: tuple  # arrays only: the catalog's data and tables
     halo_draws: int  # per-halo draws a latent-model engine keeps
     collapsed: collapsed.CollapsedData | None = None  # the collapsed likelihood's tables (collapsed model)
     quadrature: QuadratureConfig | None = None
@@ -74,10 +74,10 @@ def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0
     """The model function and its arguments (the collapsed likelihood's tables built once)."""
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     if model in LATENT_SITES:
-        return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior, "data"), halo_draws)
+        return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior), halo_draws)
     tables, quadrature = collapsed.prepare_data(z, lum, prior), QuadratureConfig(linear=prior.z_interp == "linear")
-    args = (z, lum, prior, tables, quadrature)
-    return FitData(catalog, prior, model, MODELS[model].model, args, halo_draws, tables, quadrature)
+    model_fn = bind(MODELS[model].model, config=quadrature)
+    return FitData(catalog, prior, model, model_fn, (z, lum, prior, tables), halo_draws, tables, quadrature)
 
 
 class Posterior(NamedTuple):
@@ -309,7 +309,7 @@ def _run_pmmh(data: FitData, config: PmmhConfig) -> Posterior:
     from bigmali.inference import pmmh
     from bigmali.inference.laplace import laplace
 
-    approx = laplace(data.model_fn, data.model_args, key=jax.random.PRNGKey(config.seed))
+    approx = laplace(data.model_fn, data.model_args)
     # The Laplace mode and covariance of the standardised sites, whose flat vector is in
     # NumPyro's sorted-name order, mapped to alpha1, alpha2, alpha4, S.
     order = [sorted(HYPER_SITES).index(site) for site in HYPER_SITES]
@@ -336,8 +336,10 @@ def _run_nuts_is(data: FitData, config) -> Posterior:
     from bigmali.models import is_estimate
 
     nuts_config = nuts_engine.NutsConfig(*config[: len(nuts_engine.NutsConfig._fields)])
-    args = (_halos(data), data.prior, is_estimate.fixed_key(config.seed), config.is_samples, config.is_clip)
-    out = nuts_engine.run_nuts(is_estimate.model, args, config=nuts_config)
+    model = bind(is_estimate.model, is_samples=config.is_samples, clip=config.is_clip)
+    out = nuts_engine.run_nuts(
+        model, (_halos(data), data.prior, is_estimate.fixed_key(config.seed)), config=nuts_config
+    )
     return Posterior(out.samples, out.stats, config._asdict())
 
 

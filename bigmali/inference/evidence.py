@@ -62,19 +62,19 @@ class Evidence(NamedTuple):
     seconds: float
 
 
-def _collapsed_potential(catalog: Catalog, prior: MassPrior, key):
-    """The Laplace fit and the potential of the collapsed model in its standardised coordinates."""
-    from numpyro.infer.util import initialize_model
-
-    from bigmali.inference.laplace import laplace
+def _whitened(catalog: Catalog, prior: MassPrior):
+    """The collapsed model's compiled :class:`~bigmali.inference.laplace.Whitener` (one per
+    catalog size and prior), its arguments, and the Laplace mode and Cholesky factor."""
+    from bigmali.inference.laplace import whitener
     from bigmali.likelihood.quadrature import QuadratureConfig
     from bigmali.models import collapsed
+    from bigmali.utils import bind
 
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
-    args = (z, lum, prior, collapsed.prepare_data(z, lum, prior), QuadratureConfig(linear=prior.z_interp == "linear"))
-    approx = laplace(collapsed.model, args, key=key)
-    _, potential, postprocess, _ = initialize_model(key, collapsed.model, model_args=args)
-    return approx, potential, postprocess
+    model = bind(collapsed.model, config=QuadratureConfig(linear=prior.z_interp == "linear"))
+    args = (z, lum, prior, collapsed.prepare_data(z, lum, prior))
+    w = whitener(model, args)
+    return w, args, *w.start(args)
 
 
 def log_evidence(
@@ -89,13 +89,12 @@ def log_evidence(
         raise ValueError(f"df = {df!r}: the proposal's degrees of freedom must exceed 2 (finite variance)")
     start = time.perf_counter()
     key = jax.random.PRNGKey(seed)
-    approx, potential, postprocess = _collapsed_potential(catalog, prior, jax.random.fold_in(key, 1))
-    proposal = dist.MultivariateStudentT(df, approx.mode, jnp.linalg.cholesky(approx.cov))
+    w, args, center, chol = _whitened(catalog, prior)
+    proposal = dist.MultivariateStudentT(df, center, chol)
     flat = proposal.sample(jax.random.fold_in(key, 2), (n_draws,))
     log_q = proposal.log_prob(flat)
-    f = jax.jit(jax.vmap(lambda x: (-potential(approx.unravel(x)), postprocess(approx.unravel(x)))))
     with progress_bar(n_draws, progress, "evidence: exact posterior at the proposal's draws") as bar:
-        log_post, constrained = map_blocks(f, flat, 64, bar)
+        log_post, constrained = map_blocks(lambda x: (w.log_density(x, args), w.constrained(x, args)), flat, 64, bar)
     log_w = np.asarray(log_post) - np.asarray(log_q)
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     log_z = float(logsumexp(log_w) - math.log(n_draws))
@@ -118,16 +117,14 @@ def quadrature_log_evidence(catalog: Catalog, prior: MassPrior, n_nodes: int = 8
     a Gaussian times a polynomial of degree < 2 ``n_nodes``. For tests and benchmarks."""
     import itertools
 
-    approx, potential, _ = _collapsed_potential(catalog, prior, jax.random.PRNGKey(0))
+    w, args, center, chol = _whitened(catalog, prior)
     t1, w1 = np.polynomial.hermite_e.hermegauss(n_nodes)
     log_w1 = np.log(w1 / math.sqrt(2.0 * math.pi))
-    dim = approx.mode.shape[0]
-    t = np.array(list(itertools.product(t1, repeat=dim)))
-    log_w = np.array(list(itertools.product(log_w1, repeat=dim))).sum(axis=1)
-    chol = np.linalg.cholesky(np.asarray(approx.cov))
-    x = jnp.asarray(np.asarray(approx.mode) + t @ chol.T)
-    f = jax.jit(jax.vmap(lambda v: -potential(approx.unravel(v))))
-    log_post = np.asarray(map_blocks(f, x, 64, None))
-    log_phi = -0.5 * np.sum(t * t, axis=1) - 0.5 * dim * math.log(2.0 * math.pi)
+    t = np.array(list(itertools.product(t1, repeat=w.dim)))
+    log_w = np.array(list(itertools.product(log_w1, repeat=w.dim))).sum(axis=1)
+    chol = np.asarray(chol)
+    x = jnp.asarray(np.asarray(center) + t @ chol.T)
+    log_post = np.asarray(map_blocks(lambda v: w.log_density(v, args), x, 64, None))
+    log_phi = -0.5 * np.sum(t * t, axis=1) - 0.5 * w.dim * math.log(2.0 * math.pi)
     log_det = float(np.sum(np.log(np.diag(chol))))
     return float(log_det + logsumexp(log_post + log_w - log_phi))

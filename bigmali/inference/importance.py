@@ -122,24 +122,24 @@ def is_proposal(model, model_args, *, n_hyper: int = 4000, seed: int = 0, progre
     The proposal lives in NumPyro's unconstrained coordinates (the standardised
     hyperparameters), where the potential is nearly quadratic.
     """
-    from numpyro.infer.util import initialize_model
-
-    from bigmali.inference.laplace import laplace
+    from bigmali.inference.laplace import NotWhitenable, whitener
 
     start = time.perf_counter()
     key = jax.random.PRNGKey(seed)
-    approx = laplace(model, model_args, key=jax.random.fold_in(key, 1))
-    if approx is None:
-        raise ValueError("is_proposal needs a model with a handful of parameters: use model='collapsed'")
-    _, potential, postprocess, _ = initialize_model(jax.random.fold_in(key, 1), model, model_args=model_args)
-    chol = jnp.linalg.cholesky(approx.cov)
-    dim = approx.mode.shape[0]
-    eps = jax.random.normal(jax.random.fold_in(key, 2), (n_hyper, dim))
-    flat = approx.mode + eps @ chol.T
-    log_q = -0.5 * jnp.sum(eps * eps, axis=1) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * dim * jnp.log(2 * jnp.pi)
-    f = jax.jit(jax.vmap(lambda x: (-potential(approx.unravel(x)), postprocess(approx.unravel(x)))))
+    try:
+        w = whitener(model, model_args)
+    except NotWhitenable as exc:
+        raise ValueError(
+            f"is_proposal needs a model with a handful of parameters ({exc}): use model='collapsed'"
+        ) from None
+    center, chol = w.start(model_args)
+    eps = jax.random.normal(jax.random.fold_in(key, 2), (n_hyper, w.dim))
+    flat = center + eps @ chol.T
+    log_q = -0.5 * jnp.sum(eps * eps, axis=1) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * w.dim * jnp.log(2 * jnp.pi)
     with progress_bar(n_hyper, progress, "exact posterior at the proposal's draws") as bar:
-        log_post, constrained = map_blocks(f, flat, 64, bar)
+        log_post, constrained = map_blocks(
+            lambda x: (w.log_density(x, model_args), w.constrained(x, model_args)), flat, 64, bar
+        )
     values = {name: np.asarray(constrained[name], dtype=np.float64) for name in HYPER_NAMES}
     log_w = log_post - np.asarray(log_q)
     return weighted_output(values, log_w, log_post, start)

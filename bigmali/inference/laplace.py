@@ -9,15 +9,32 @@ dispersed starting points (one draw of the Laplace approximation per chain) inst
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.optimize as jso
+import numpyro
+import numpyro.distributions as dist
 from jax.flatten_util import ravel_pytree
-from numpyro.infer.util import initialize_model
+from numpyro.distributions import constraints
+from numpyro.infer.util import constrain_fn, potential_energy
 
-__all__ = ["Laplace", "laplace", "mode_and_cov", "LAPLACE_MAX_DIM"]
+from bigmali.utils import kept
+
+__all__ = [
+    "Laplace",
+    "laplace",
+    "mode_and_cov",
+    "Whitener",
+    "NotWhitenable",
+    "whitener",
+    "whitened_model",
+    "whitening",
+    "WHITENED_SITE",
+    "LAPLACE_MAX_DIM",
+]
 
 LAPLACE_MAX_DIM = 50
 """Above this many latent variables the Hessian is not formed (the latent-mass models)."""
@@ -29,20 +46,14 @@ class Laplace(NamedTuple):
     Attributes:
         mode: flat unconstrained mode.
         cov: inverse Hessian of the potential at the mode.
+        chol: its Cholesky factor.
         unravel: maps a flat vector back to the dict of sites.
-        converged: whether BFGS met its tolerance.
     """
 
     mode: jax.Array
     cov: jax.Array
+    chol: jax.Array
     unravel: object
-    converged: bool
-
-    def draws(self, key, n: int):
-        """``n`` draws from N(mode, cov), as a dict of sites with a leading axis of size n."""
-        chol = jnp.linalg.cholesky(self.cov)
-        flat = self.mode + (chol @ jax.random.normal(key, (self.mode.shape[0], n))).T
-        return jax.vmap(self.unravel)(flat)
 
 
 def mode_and_cov(f, x0, newton_steps: int = 0):
@@ -58,20 +69,114 @@ def mode_and_cov(f, x0, newton_steps: int = 0):
     return x, jnp.linalg.inv(0.5 * (hessian + hessian.T))
 
 
-def laplace(model, model_args=(), model_kwargs=None, key=None) -> Laplace | None:
-    """Find the mode of ``model``'s potential with BFGS and take the Hessian there.
-
-    Returns None for models with more than ``LAPLACE_MAX_DIM`` latent variables.
-    """
-    key = jax.random.PRNGKey(0) if key is None else key
-    info, potential, _, _ = initialize_model(key, model, model_args=model_args, model_kwargs=model_kwargs or {})
-    flat0, unravel = ravel_pytree(info.z)
-    if flat0.shape[0] > LAPLACE_MAX_DIM:
+def laplace(model, model_args=()) -> Laplace | None:
+    """The mode of ``model``'s potential (BFGS, then two Newton steps) and the inverse Hessian
+    there, by the model's compiled :class:`Whitener`. None for a model with more than
+    ``LAPLACE_MAX_DIM`` latent variables or with sites that are not real-valued."""
+    try:
+        w = whitener(model, model_args)
+    except NotWhitenable:
         return None
-    f = jax.jit(lambda x: potential(unravel(x)))
-    # BFGS stops on a gradient tolerance that a potential of size 1e6 rarely meets;
-    # two Newton steps finish the job on this near-quadratic surface.
-    x, cov = mode_and_cov(f, jnp.zeros_like(flat0), newton_steps=2)
-    g = jax.grad(f)(x)
-    gnorm = float(jnp.linalg.norm(g @ cov @ g))
-    return Laplace(x, cov, unravel, bool(gnorm < 1e-6))
+    center, chol = w.start(model_args)
+    return Laplace(center, chol @ chol.T, chol, w.unravel)
+
+
+WHITENED_SITE = "whitened"
+"""The one sample site of a :func:`whitened_model`."""
+
+
+def whitened_model(model, unravel, dim: int):
+    """``model`` in coordinates ``w`` with ``x = center + chol w``: a model of
+    ``(center, chol, *args)``.
+
+    ``x`` is the flat vector of ``model``'s sample sites (``unravel`` maps it to them); every
+    site must be real-valued, so that these are NumPyro's unconstrained coordinates. The sites
+    are conditioned on the values ``w`` maps to, so the density is the model's own (hyperprior
+    plus likelihood; the map is affine, its Jacobian a constant). With a Laplace approximation's
+    mode and Cholesky factor as ``center`` and ``chol`` the posterior of ``w`` is close to
+    N(0, I): samplers start at 0 with a unit scale. ``center`` and ``chol`` are arguments, so
+    one compiled sampler serves every catalog (:func:`bigmali.inference.nuts.run_nuts`).
+    """
+
+    def whitened(center, chol, *args, **kwargs):
+        w = numpyro.sample(WHITENED_SITE, dist.ImproperUniform(constraints.real_vector, (), (dim,)))
+        return numpyro.handlers.condition(model, data=unravel(center + chol @ w))(*args, **kwargs)
+
+    return whitened
+
+
+def whitening(model, unravel, x0, args, newton_steps: int = 2):
+    """The Laplace mode and Cholesky factor of ``model``'s posterior given ``args``, for
+    :func:`whitened_model`; traceable (jit it once per model). Where the Hessian is not
+    positive definite the factor is not finite and the caller falls back to the identity."""
+
+    def f(x):
+        return potential_energy(model, args, {}, unravel(x))
+
+    x, cov = mode_and_cov(f, x0, newton_steps=newton_steps)
+    return x, jnp.linalg.cholesky(cov)
+
+
+class NotWhitenable(ValueError):
+    """A model with too many latent variables, or sites that are not real-valued."""
+
+
+class Whitener:
+    """A low-dimensional model's latent sites as one flat vector ``x``, with its Laplace
+    whitening and its log density over many ``x`` compiled once for every catalog of the same
+    shape (the catalog is an argument, not a constant; get one with :func:`whitener`).
+
+    Attributes:
+        model: the model (static settings bound); every site real-valued.
+        dim, x0, unravel: the flat vector's size, zeros, and its map back to the sites.
+    """
+
+    def __init__(self, model, model_args):
+        def sites(*args):
+            tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(*args)
+            latent = {k: v for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+            for name, site in latent.items():
+                if site["fn"].support not in (constraints.real, constraints.real_vector):
+                    raise NotWhitenable(f"site {name!r} is not real-valued: whitening needs real sites")
+            return {k: v["value"] for k, v in latent.items()}
+
+        shapes = jax.eval_shape(sites, *model_args)
+        flat0, self.unravel = ravel_pytree(jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
+        self.model, self.dim, self.x0 = model, flat0.shape[0], jnp.zeros_like(flat0)
+        if self.dim > LAPLACE_MAX_DIM:
+            raise NotWhitenable(f"{self.dim} latent variables: too many to whiten (at most {LAPLACE_MAX_DIM})")
+        self._start = jax.jit(partial(whitening, model, self.unravel))
+
+        def log_density(x, args):
+            return -potential_energy(model, args, {}, self.unravel(x))
+
+        def constrained(x, args):
+            return constrain_fn(model, args, {}, self.unravel(x), return_deterministic=True)
+
+        self.log_density = jax.jit(jax.vmap(log_density, in_axes=(0, None)))
+        """``(K, dim)`` flat points and the model's arguments to the log posterior density at each."""
+        self.constrained = jax.jit(jax.vmap(constrained, in_axes=(0, None)))
+        """``(K, dim)`` flat points to every site's value there, deterministic sites included."""
+
+    def start(self, model_args):
+        """The Laplace mode and Cholesky factor of the posterior given ``model_args``; the
+        origin and the identity where the Hessian is not positive definite."""
+        center, chol = self._start(self.x0, model_args)
+        if not bool(jnp.all(jnp.isfinite(chol))):
+            return self.x0, jnp.eye(self.dim)
+        return center, chol
+
+    def sites(self, x):
+        """Flat points with any leading shape to the model's sites."""
+        lead = x.shape[:-1]
+        flat = jax.vmap(self.unravel)(x.reshape(-1, self.dim))
+        return jax.tree.map(lambda a: a.reshape(*lead, *a.shape[1:]), flat)
+
+
+_WHITENERS: dict = {}  # compiled whiteners kept per process (bigmali.utils.kept)
+
+
+def whitener(model, model_args) -> Whitener:
+    """The :class:`Whitener` of ``model`` for arguments of these shapes, made once per process."""
+    shapes = tuple((jnp.shape(a), str(getattr(a, "dtype", type(a)))) for a in jax.tree.leaves(model_args))
+    return kept(_WHITENERS, (model, jax.tree.structure(model_args), shapes), lambda: Whitener(model, model_args))

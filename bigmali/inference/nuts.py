@@ -2,7 +2,8 @@
 
 For models with a handful of latent variables (the collapsed model) the chains start from
 draws of a Laplace approximation and the dense mass matrix starts at its covariance
-(:mod:`bigmali.inference.laplace`); warmup then only refines them. A finished run keeps
+(:mod:`bigmali.inference.laplace`); warmup then only refines them. Such a model's sampler
+is compiled once and reused for every catalog of the same shape (:func:`run_nuts`). A finished run keeps
 each chain's last state, step size and mass matrix so that :func:`extend_nuts` can add draws.
 """
 
@@ -18,8 +19,9 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS, HMCGibbs, init_to_value
 from numpyro.infer.util import constrain_fn, initialize_model
 
-from bigmali.inference.laplace import laplace, mode_and_cov
+from bigmali.inference.laplace import WHITENED_SITE, Whitener, mode_and_cov, whitened_model, whitener
 from bigmali.inference.nuts_gibbs import halo_mh_update
+from bigmali.utils import kept
 
 __all__ = [
     "NutsConfig",
@@ -112,35 +114,82 @@ def _check_target(config: NutsConfig) -> None:
         )
 
 
-def run_nuts(model, model_args=(), model_kwargs=None, config: NutsConfig = NutsConfig()) -> NutsOutput:
-    """Run NUTS and return draws grouped by chain."""
-    model_kwargs = model_kwargs or {}
+class _Sampler:
+    """NUTS for one low-dimensional model and one set of static settings, compiled once.
+
+    The model runs whitened by each catalog's Laplace approximation
+    (:class:`bigmali.inference.laplace.Whitener`): the mode and Cholesky factor are
+    arguments of the model, not constants of the kernel, and NumPyro's ``jit_model_args``
+    makes the catalog an argument too. So every catalog of the same shape reuses one
+    compiled Laplace step and one compiled sampling loop (NumPyro otherwise compiles afresh
+    on every run, and JAX keeps every executable: about 75 fits in one process ran LLVM out
+    of memory). In the whitened coordinates NUTS starts with a unit mass matrix, which is
+    the Laplace covariance in the model's own.
+    """
+
+    def __init__(self, whiten: Whitener, config: NutsConfig):
+        self.whiten = whiten
+        kernel = NUTS(
+            whitened_model(whiten.model, whiten.unravel, whiten.dim),
+            dense_mass=config.dense_mass,
+            target_accept_prob=config.target_accept,
+            max_tree_depth=config.max_tree_depth,
+        )
+        self.mcmc = MCMC(
+            kernel,
+            num_warmup=config.warmup,
+            num_samples=config.draws,
+            num_chains=config.chains,
+            chain_method=config.chain_method,
+            progress_bar=config.progress,
+            jit_model_args=True,
+        )
+
+
+_SAMPLERS: dict = {}  # compiled samplers kept per process (bigmali.utils.kept)
+
+
+def _sampler(model, model_args, config: NutsConfig) -> _Sampler:
+    whiten = whitener(model, model_args)
+    return kept(_SAMPLERS, (whiten, config._replace(seed=0)), lambda: _Sampler(whiten, config))
+
+
+def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOutput:
+    """NUTS on a model with a few real latent variables (the collapsed model, nuts_is's).
+
+    Each chain starts at a draw of the Laplace approximation, and the mass matrix starts at
+    its covariance (the model runs whitened by it; :class:`_Sampler`). Static settings (model
+    function, counts, target, mass matrix) select one compiled sampler for every catalog of
+    the same shape; ``model`` must take every catalog-dependent value in ``model_args`` and
+    have every static setting bound (:func:`bigmali.utils.bind`). Draws are grouped by chain.
+    """
+    _check_target(config)
     start = time.perf_counter()
     key_init, key_run = jax.random.split(jax.random.PRNGKey(config.seed))
-    _check_target(config)
-    kernel_kwargs = {
-        "dense_mass": config.dense_mass,
-        "target_accept_prob": config.target_accept,
-        "max_tree_depth": config.max_tree_depth,
-    }
-    init_params = None
-    approx = laplace(model, model_args, model_kwargs, key_init)
-    if approx is not None:
-        kernel_kwargs["inverse_mass_matrix"] = approx.cov if config.dense_mass else jnp.diag(approx.cov)
-        init_params = approx.draws(key_init, config.chains)
-        if config.chains == 1:
-            init_params = jax.tree.map(lambda a: a[0], init_params)
-    mcmc = MCMC(
-        NUTS(model, **kernel_kwargs),
-        num_warmup=config.warmup,
-        num_samples=config.draws,
-        num_chains=config.chains,
-        chain_method=config.chain_method,
-        progress_bar=config.progress,
+    sampler = _sampler(model, model_args, config)
+    center, chol = sampler.whiten.start(model_args)
+    init = jax.random.normal(key_init, (config.chains, sampler.whiten.dim))
+    mcmc = sampler.mcmc
+    mcmc.run(
+        key_run,
+        center,
+        chol,
+        *model_args,
+        extra_fields=EXTRA_FIELDS,
+        init_params={WHITENED_SITE: init if config.chains > 1 else init[0]},
     )
-    mcmc.run(key_run, *model_args, extra_fields=EXTRA_FIELDS, init_params=init_params, **model_kwargs)
-    samples = jax.tree.map(np.asarray, mcmc.get_samples(group_by_chain=True))
-    return NutsOutput(samples, _stats(mcmc), _last_state(mcmc, config.chains), time.perf_counter() - start)
+    draws = mcmc.get_samples(group_by_chain=True)
+    sites = sampler.whiten.sites(center + draws.pop(WHITENED_SITE) @ chol.T)
+    samples = jax.tree.map(np.asarray, {**sites, **draws})
+    state = _last_state(mcmc, config.chains)
+    c, L = np.asarray(center), np.asarray(chol)
+    imm = state["inverse_mass_matrix"]
+    state = {
+        "position": c + state["position"] @ L.T,
+        "step_size": state["step_size"],
+        "inverse_mass_matrix": L @ (imm if imm.ndim == 3 else np.stack([np.diag(m) for m in imm])) @ L.T,
+    }
+    return NutsOutput(samples, _stats(mcmc), state, time.perf_counter() - start)
 
 
 def _chunks(draws: int, kept: int) -> int:

@@ -9,17 +9,16 @@ in absolute units of the loss's own noise) from the tenth before it.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as dist
-from numpyro.distributions import constraints
 from numpyro.infer import SVI, Trace_ELBO, autoguide
 
-from bigmali.inference.laplace import laplace
+from bigmali.inference.laplace import WHITENED_SITE, laplace, whitened_model
 from bigmali.relation import HYPER_NAMES
 
 __all__ = ["SviConfig", "SviOutput", "run_svi", "GUIDES"]
@@ -63,23 +62,7 @@ def converged(losses: np.ndarray, tol: float) -> bool:
     return bool(change <= max(tol * abs(last.mean()), 3 * noise))
 
 
-def _whitened(model, approx):
-    """``model`` in coordinates ``w`` with ``x = mode + chol(cov) w`` (x: unconstrained sites).
-
-    The sample sites of ``model`` are conditioned on the values that ``w`` maps to, so the
-    density is the model's own (hyperprior plus likelihood; the Jacobian is a constant).
-    """
-    chol = jnp.linalg.cholesky(approx.cov)
-
-    def whitened(*args, **kwargs):
-        w = numpyro.sample("whitened", dist.ImproperUniform(constraints.real_vector, (), (approx.mode.shape[0],)))
-        values = approx.unravel(approx.mode + chol @ w)
-        return numpyro.handlers.condition(model, data=values)(*args, **kwargs)
-
-    return whitened, chol
-
-
-def run_svi(model, model_args=(), model_kwargs=None, config: SviConfig = SviConfig()) -> SviOutput:
+def run_svi(model, model_args=(), config: SviConfig = SviConfig()) -> SviOutput:
     """Fit an autoguide, then draw ``config.svi_draws`` samples from it.
 
     For low-dimensional models (the collapsed model) the guide is fitted in coordinates
@@ -90,14 +73,16 @@ def run_svi(model, model_args=(), model_kwargs=None, config: SviConfig = SviConf
     """
     if config.guide not in GUIDES:
         raise ValueError(f"guide {config.guide!r}: choose one of {', '.join(GUIDES)}")
-    model_kwargs = model_kwargs or {}
     start = time.perf_counter()
-    approx = laplace(model, model_args, model_kwargs)
-    fit_model, chol = (model, None) if approx is None else _whitened(model, approx)
+    approx = laplace(model, model_args)
+    if approx is None:
+        fit_model = model
+    else:
+        fit_model = partial(whitened_model(model, approx.unravel, approx.mode.shape[0]), approx.mode, approx.chol)
     init = (
         numpyro.infer.init_to_median
         if approx is None
-        else numpyro.infer.init_to_value(values={"whitened": jnp.zeros_like(approx.mode)})
+        else numpyro.infer.init_to_value(values={WHITENED_SITE: jnp.zeros_like(approx.mode)})
     )
     init_scale = config.init_scale if approx is None else 1.0
     guide = GUIDES[config.guide](fit_model, init_loc_fn=init, init_scale=init_scale)
@@ -105,14 +90,14 @@ def run_svi(model, model_args=(), model_kwargs=None, config: SviConfig = SviConf
         fit_model, guide, numpyro.optim.Adam(config.learning_rate), Trace_ELBO(num_particles=config.num_particles)
     )
     key_fit, key_draw = jax.random.split(jax.random.PRNGKey(config.seed))
-    result = svi.run(key_fit, config.steps, *model_args, progress_bar=config.progress, **model_kwargs)
+    result = svi.run(key_fit, config.steps, *model_args, progress_bar=config.progress)
     losses = np.asarray(result.losses)
     predictive = numpyro.infer.Predictive(guide, params=result.params, num_samples=config.svi_draws)
-    draws = predictive(key_draw, *model_args, **model_kwargs)
+    draws = predictive(key_draw, *model_args)
     if approx is not None:  # back to the model's unconstrained sites
-        draws = jax.vmap(approx.unravel)(approx.mode + draws["whitened"] @ chol.T)
+        draws = jax.vmap(approx.unravel)(approx.mode + draws[WHITENED_SITE] @ approx.chol.T)
     # Deterministic sites (the hyperparameters themselves) come from the model.
     model_pred = numpyro.infer.Predictive(model, posterior_samples=draws, return_sites=list(HYPER_NAMES))
-    full = model_pred(key_draw, *model_args, **model_kwargs)
+    full = model_pred(key_draw, *model_args)
     samples = {k: np.asarray(v)[None] for k, v in {**draws, **full}.items() if not k.startswith("_")}
     return SviOutput(samples, losses, converged(losses, config.tol), time.perf_counter() - start)

@@ -9,13 +9,17 @@ from bigmali import cli
 from bigmali.diagnostics.sbc import SbcResult, SbcSettings, format_sbc, plot_sbc, read_sbc, run_sbc
 from bigmali.relation import HYPER_NAMES
 
+# Collapsed NUTS is compiled once for 500-halo datasets at these settings; the fixture, the
+# resumed run and the CLI run all reuse that sampler (pytest-xdist runs a file in one worker).
+N_HALOS, WARMUP, DRAWS = 500, 100, 150
+
 
 @pytest.fixture(scope="module")
 def sbc(tmp_path_factory, prior):
     # CI's small version of benchmarks/sbc.py (200 mocks of 10^4 halos): 30 mocks of 500
-    # halos, collapsed NUTS, 150 + 200 draws, each truth ranked among every other draw.
+    # halos, collapsed NUTS, 100 + 150 draws, each truth ranked among every other draw.
     path = tmp_path_factory.mktemp("sbc") / "sbc.jsonl"
-    return run_sbc(path, 30, 500, prior=prior, warmup=150, draws=200, thin=2, seed=1, progress=False), path
+    return run_sbc(path, 30, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=2, seed=1, progress=False), path
 
 
 def test_ranks_of_collapsed_nuts_are_uniform(sbc):
@@ -51,17 +55,19 @@ def test_the_tests_reject_miscalibrated_ranks(sbc):
 
 
 def test_resuming_gives_the_datasets_an_uninterrupted_run_gives(tmp_path, prior):
-    whole = run_sbc(tmp_path / "whole.jsonl", 3, 300, prior=prior, warmup=100, draws=100, thin=2, progress=False)
+    whole = run_sbc(
+        tmp_path / "whole.jsonl", 3, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=2, progress=False
+    )
     part = tmp_path / "part.jsonl"
-    run_sbc(part, 2, 300, prior=prior, warmup=100, draws=100, thin=2, progress=False)
+    run_sbc(part, 2, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=2, progress=False)
     with part.open("a") as handle:
         handle.write('{"dataset": 2, "tru')  # an interrupted write
-    resumed = run_sbc(part, 3, 300, prior=prior, warmup=100, draws=100, thin=2, progress=False)
+    resumed = run_sbc(part, 3, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=2, progress=False)
     np.testing.assert_array_equal(resumed.truths, whole.truths)
     np.testing.assert_array_equal(resumed.ranks, whole.ranks)
     assert len(part.read_text().splitlines()) == 4  # header and three datasets
     with pytest.raises(ValueError, match="thin"):
-        run_sbc(part, 4, 300, prior=prior, warmup=100, draws=100, thin=5, progress=False)
+        run_sbc(part, 4, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=5, progress=False)
 
 
 def test_other_methods_go_through_fit(tmp_path, prior):
@@ -84,7 +90,7 @@ def test_bad_files_and_settings_fail_clearly(tmp_path, prior):
 def test_cli_sbc_writes_results_and_the_ecdf_plot(sbc, tmp_path, capsys):
     _, path = sbc
     settings = read_sbc(path).settings
-    assert settings == SbcSettings(500, warmup=150, draws=200, thin=2, seed=1, prior=None)
+    assert settings == SbcSettings(N_HALOS, warmup=WARMUP, draws=DRAWS, thin=2, seed=1, prior=None)
     plot = tmp_path / "ecdf.png"
     plot_sbc(read_sbc(path), plot)
     assert plot.stat().st_size > 10_000
@@ -96,11 +102,11 @@ def test_cli_sbc_writes_results_and_the_ecdf_plot(sbc, tmp_path, capsys):
                 "--n-datasets",
                 "2",
                 "--n-halos",
-                "200",
+                str(N_HALOS),
                 "--warmup",
-                "50",
+                str(WARMUP),
                 "--draws",
-                "60",
+                str(DRAWS),
                 "--thin",
                 "3",
                 "--out",
