@@ -17,7 +17,7 @@ from bigmali.datatree import attr_json, build_datatree
 from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
 from bigmali.inference.engines import ENGINES, Posterior, check_counts, engine_for, fit_data, make_config
-from bigmali.likelihood.quadrature import log_likelihood_halos
+from bigmali.likelihood.quadrature import log_likelihood_halos_batch
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
 from bigmali.utils import map_blocks
@@ -57,12 +57,11 @@ def pointwise_log_likelihood(
     if data is None or data.collapsed is None:
         data = fit_data(catalog, prior, "collapsed")
     tables, config = data.collapsed, data.quadrature
-    per_draw = jax.jit(jax.vmap(lambda h: log_likelihood_halos(h, tables, config)))
 
     out = np.empty((chains, picks.size, n))
     for c in range(chains):
         hyper = Hyper(*(jnp.asarray(np.asarray(samples[name])[c, picks], dtype=jnp.float64) for name in HYPER_NAMES))
-        out[c] = map_blocks(per_draw, hyper, max(1, LOG_LIK_BLOCK // n))
+        out[c] = map_blocks(lambda h: log_likelihood_halos_batch(h, tables, config), hyper, max(1, LOG_LIK_BLOCK // n))
     return out, picks
 
 

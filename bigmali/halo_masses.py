@@ -23,6 +23,8 @@ compares the draws with the dense sampler's quantile by quantile.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -116,33 +118,44 @@ class ConditionalMassSampler:
         self.n_centres, self.n_widths, self.n_levels = n_centres, n_widths, n_levels
         centres = c0 + self.dc * jnp.arange(n_centres, dtype=jnp.float64)
         t_levels = jnp.linspace(-T_MAX, T_MAX, n_levels)
-        build = jax.jit(lambda w: _inverse_cdf_table(w, prior, centres, t_levels))
-        self.table = jnp.stack([build(w0 + self.dw * k) for k in range(n_widths)], axis=2)  # (nz, n_c, n_w, L)
-        self._sample = jax.jit(self._draw)
-
-    def _draw(self, key, hyper: Hyper, table):
-        c, w = _centre_and_width(hyper, self.ln_lobs, self.ln1pz)
-        u = jax.random.uniform(key, self.z.shape, minval=1e-12, maxval=1.0 - 1e-12)
-        t = jnp.log(u) - jnp.log1p(-u)
-
-        def split(value, n):
-            f = jnp.clip(value, 0.0, n - 1.000001)
-            i = jnp.floor(f).astype(jnp.int32)
-            return i, f - i
-
-        i, fc = split((c - self.c0) / self.dc, self.n_centres)
-        k, fw = split((w - self.w0) / self.dw, self.n_widths)
-        m, ft = split((t + T_MAX) / (2 * T_MAX) * (self.n_levels - 1), self.n_levels)
-        out = 0.0
-        for di, wi in ((0, 1 - fc), (1, fc)):
-            for dk, wk in ((0, 1 - fw), (1, fw)):
-                for dm, wm in ((0, 1 - ft), (1, ft)):
-                    out = out + wi * wk * wm * table[self.rows, i + di, k + dk, m + dm]
-        return out
+        # Compiled once per catalog and prior shape (the data are arguments, not constants).
+        self.table = jnp.stack(
+            [_inverse_cdf_table_jit(w0 + self.dw * k, prior, centres, t_levels) for k in range(n_widths)], axis=2
+        )  # (nz, n_c, n_w, L)
 
     def __call__(self, key, hyper: Hyper):
         """One draw of every halo's ln M given ``hyper`` (one of the draws given at construction)."""
-        return self._sample(key, Hyper(*(jnp.float64(v) for v in hyper)), self.table)
+        grid = tuple(jnp.float64(v) for v in (self.c0, self.dc, self.w0, self.dw))
+        sizes = (self.n_centres, self.n_widths, self.n_levels)
+        hyper = Hyper(*(jnp.float64(v) for v in hyper))
+        return _draw_from_table(key, hyper, self.table, self.ln_lobs, self.ln1pz, self.rows, grid, sizes)
+
+
+_inverse_cdf_table_jit = jax.jit(_inverse_cdf_table)
+
+
+@partial(jax.jit, static_argnames="sizes")
+def _draw_from_table(key, hyper: Hyper, table, ln_lobs, ln1pz, rows, grid, sizes):
+    """Every halo's ln M by trilinear interpolation of ``table`` in (centre, width, level)."""
+    (c0, dc, w0, dw), (n_centres, n_widths, n_levels) = grid, sizes
+    c, w = _centre_and_width(hyper, ln_lobs, ln1pz)
+    u = jax.random.uniform(key, ln_lobs.shape, minval=1e-12, maxval=1.0 - 1e-12)
+    t = jnp.log(u) - jnp.log1p(-u)
+
+    def split(value, n):
+        f = jnp.clip(value, 0.0, n - 1.000001)
+        i = jnp.floor(f).astype(jnp.int32)
+        return i, f - i
+
+    i, fc = split((c - c0) / dc, n_centres)
+    k, fw = split((w - w0) / dw, n_widths)
+    m, ft = split((t + T_MAX) / (2 * T_MAX) * (n_levels - 1), n_levels)
+    out = 0.0
+    for di, wi in ((0, 1 - fc), (1, fc)):
+        for dk, wk in ((0, 1 - fw), (1, fw)):
+            for dm, wm in ((0, 1 - ft), (1, ft)):
+                out = out + wi * wk * wm * table[rows, i + di, k + dk, m + dm]
+    return out
 
 
 @jax.jit

@@ -43,8 +43,8 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     A fit compiles its Laplace step, sampling loop and post-processing afresh in every new
     process, seconds each; the CLI turns the cache on so that a second ``bigmali fit`` of a
     catalog of the same size skips that. The directory is ``path``, else ``$BIGMALI_JAX_CACHE``,
-    else ``$XDG_CACHE_HOME/bigmali/jax`` (``~/.cache/bigmali/jax``). ``off`` turns it off.
-    Returns the directory used, or None.
+    else ``$XDG_CACHE_HOME/bigmali/jax`` (``~/.cache/bigmali/jax``). ``off`` turns it off, and
+    so does a directory that cannot be made or written. Returns the directory used, or None.
     """
     import jax
 
@@ -54,6 +54,12 @@ def use_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     if str(where).lower() == "off":
         return None
     where = Path(where)
+    try:  # a directory that cannot be made or written is no cache (JAX would warn at every compile)
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(where, os.W_OK):
+        return None
     jax.config.update("jax_compilation_cache_dir", str(where))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     return where

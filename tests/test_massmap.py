@@ -9,7 +9,7 @@ from astropy.wcs import WCS
 
 import bigmali
 from bigmali import cli
-from bigmali.massmap import PixelGrid, mass_posterior, massmap, sampled_mass_posterior
+from bigmali.massmap import PixelGrid, check_z_edges, mass_posterior, massmap, sampled_mass_posterior
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,16 @@ def test_field_grid():
     grid = PixelGrid.field(10.0, -5.0, 0.5, 10)
     assert grid.pixel_index([10.0], [-5.0])[0] == 5 * 10 + 5
     assert grid.pixel_index([11.0], [-5.0])[0] == -1  # off the field
-    with pytest.raises(ValueError, match="need a positive width"):
-        PixelGrid.field(0.0, 0.0, -1.0)
+    for ra, dec, width in ((0.0, 0.0, -1.0), (0.0, 0.0, 181.0), (0.0, 91.0, 1.0), (float("nan"), 0.0, 1.0)):
+        with pytest.raises(ValueError, match=r"need a width in \(0, 180\] degrees"):
+            PixelGrid.field(ra, dec, width)
+
+
+def test_z_edges_are_checked():
+    assert check_z_edges([0, 1.5, 3.5]).tolist() == [0.0, 1.5, 3.5]
+    for bad in ([0.5], [1.0, 0.5], [-0.1, 1.0], [0.0, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="at least two increasing redshift edges >= 0"):
+            check_z_edges(bad)
 
 
 def test_cli_massmap_and_its_errors(mock, run, tmp_path, capsys):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmali.likelihood.catalog_is import is_log_likelihood
-from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood
+from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_batch
 from bigmali.likelihood.single_halo import HaloData
 from bigmali.mass_prior import MassPrior
 from bigmali.relation import HYPER_NAMES, Hyper, sample_hyperprior
@@ -69,10 +69,9 @@ def exact_log_likelihoods(
     hypers: Hyper, data: CollapsedData, config: QuadratureConfig, block: int = 64, progress: bool = False
 ) -> np.ndarray:
     """The collapsed log-likelihood at each of a batch of hyperparameters (leading axis)."""
-    f = jax.jit(jax.vmap(lambda h: log_likelihood(h, data, config)))
     batch = Hyper(*(jnp.asarray(np.asarray(v)) for v in hypers))
     with progress_bar(np.shape(hypers[0])[0], progress, "exact log-likelihoods") as bar:
-        return map_blocks(f, batch, block, bar)
+        return map_blocks(lambda h: log_likelihood_batch(h, data, config), batch, block, bar)
 
 
 def is_prior(

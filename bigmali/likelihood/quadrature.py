@@ -58,6 +58,8 @@ __all__ = [
     "prepare",
     "log_likelihood_halos",
     "log_likelihood",
+    "log_likelihood_halos_batch",
+    "log_likelihood_batch",
     "reference_log_likelihood_halos",
 ]
 
@@ -308,6 +310,19 @@ def log_likelihood_halos(hyper: Hyper, data: CollapsedData, config: QuadratureCo
 def log_likelihood(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
     """Total collapsed log-likelihood, differentiable in ``hyper``."""
     return jnp.sum(log_likelihood_halos(hyper, data, config))
+
+
+@partial(jax.jit, static_argnames="config")
+def log_likelihood_halos_batch(hypers: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
+    """:func:`log_likelihood_halos` at a batch of hyperparameters (leading axis): (batch, halo).
+    Compiled once per batch size, catalog size and config; the catalog is an argument."""
+    return jax.vmap(lambda h: log_likelihood_halos(h, data, config))(hypers)
+
+
+@partial(jax.jit, static_argnames="config")
+def log_likelihood_batch(hypers: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
+    """:func:`log_likelihood` at a batch of hyperparameters (leading axis)."""
+    return jax.vmap(lambda h: log_likelihood(h, data, config))(hypers)
 
 
 def reference_log_likelihood_halos(
