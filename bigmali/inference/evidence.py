@@ -34,7 +34,7 @@ from jax.scipy.special import logsumexp
 from bigmali.catalog import Catalog
 from bigmali.mass_prior import MassPrior
 from bigmali.relation import HYPER_NAMES
-from bigmali.utils import map_blocks, progress_bar
+from bigmali.utils import progress_bar
 from bigmali.weights import psis, weight_ess
 
 __all__ = ["Evidence", "log_evidence", "quadrature_log_evidence"]
@@ -94,7 +94,7 @@ def log_evidence(
     flat = proposal.sample(jax.random.fold_in(key, 2), (n_draws,))
     log_q = proposal.log_prob(flat)
     with progress_bar(n_draws, progress, "evidence: exact posterior at the proposal's draws") as bar:
-        log_post, constrained = map_blocks(lambda x: (w.log_density(x, args), w.constrained(x, args)), flat, 64, bar)
+        log_post, constrained = w.evaluate(flat, args, bar)
     log_w = np.asarray(log_post) - np.asarray(log_q)
     log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
     log_z = float(logsumexp(log_w) - math.log(n_draws))
@@ -124,7 +124,7 @@ def quadrature_log_evidence(catalog: Catalog, prior: MassPrior, n_nodes: int = 8
     log_w = np.array(list(itertools.product(log_w1, repeat=w.dim))).sum(axis=1)
     chol = np.asarray(chol)
     x = jnp.asarray(np.asarray(center) + t @ chol.T)
-    log_post = np.asarray(map_blocks(lambda v: w.log_density(v, args), x, 64, None))
+    log_post, _ = w.evaluate(x, args)
     log_phi = -0.5 * np.sum(t * t, axis=1) - 0.5 * w.dim * math.log(2.0 * math.pi)
     log_det = float(np.sum(np.log(np.diag(chol))))
     return float(log_det + logsumexp(log_post + log_w - log_phi))

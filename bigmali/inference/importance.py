@@ -136,9 +136,7 @@ def is_proposal(model, model_args, *, n_hyper: int = 4000, seed: int = 0, progre
     flat = center + eps @ chol.T
     log_q = -0.5 * jnp.sum(eps * eps, axis=1) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * w.dim * jnp.log(2 * jnp.pi)
     with progress_bar(n_hyper, progress, "exact posterior at the proposal's draws") as bar:
-        log_post, constrained = map_blocks(
-            lambda x: (w.log_density(x, model_args), w.constrained(x, model_args)), flat, 64, bar
-        )
+        log_post, constrained = w.evaluate(flat, model_args, bar)
     values = {name: np.asarray(constrained[name], dtype=np.float64) for name in HYPER_NAMES}
     log_w = log_post - np.asarray(log_q)
     return weighted_output(values, log_w, log_post, start)

@@ -21,7 +21,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.infer.util import constrain_fn, potential_energy
 
-from bigmali.utils import kept
+from bigmali.utils import kept, map_blocks
 
 __all__ = [
     "Laplace",
@@ -45,15 +45,18 @@ class Laplace(NamedTuple):
 
     Attributes:
         mode: flat unconstrained mode.
-        cov: inverse Hessian of the potential at the mode.
-        chol: its Cholesky factor.
+        chol: Cholesky factor of the inverse Hessian of the potential at the mode.
         unravel: maps a flat vector back to the dict of sites.
     """
 
     mode: jax.Array
-    cov: jax.Array
     chol: jax.Array
     unravel: object
+
+    @property
+    def cov(self) -> jax.Array:
+        """The inverse Hessian of the potential at the mode."""
+        return self.chol @ self.chol.T
 
 
 def mode_and_cov(f, x0, newton_steps: int = 0):
@@ -78,7 +81,7 @@ def laplace(model, model_args=()) -> Laplace | None:
     except NotWhitenable:
         return None
     center, chol = w.start(model_args)
-    return Laplace(center, chol @ chol.T, chol, w.unravel)
+    return Laplace(center, chol, w.unravel)
 
 
 WHITENED_SITE = "whitened"
@@ -165,6 +168,15 @@ class Whitener:
         if not bool(jnp.all(jnp.isfinite(chol))):
             return self.x0, jnp.eye(self.dim)
         return center, chol
+
+    def evaluate(self, x, model_args, bar=None, block: int = 64):
+        """The log posterior density and every site's value at ``(K, dim)`` flat points, in
+        blocks of ``block`` points (``bar`` advanced by each); NumPy arrays."""
+
+        def f(xb):
+            return self.log_density(xb, model_args), self.constrained(xb, model_args)
+
+        return map_blocks(f, x, block, bar)
 
     def sites(self, x):
         """Flat points with any leading shape to the model's sites."""
