@@ -3,8 +3,9 @@
 Three kinds of record in ``tests/data/reproducibility.json``, compared to 1e-10 relative:
 
 * each model's potential energy and gradient at fixed points (the model and likelihood code);
-* one short run of every model x method on a 2,000-halo mock;
-* the demo's recovery table (through the CLI, at 2,000 halos).
+* one short run of every model x method on a 1,500-halo mock (the size of the shared mock
+  of ``conftest.py``, so the two share compiled programs);
+* the demo's recovery table (through the CLI, at 1,500 halos).
 
 Issue 14 (the science written once, the engine registry) was checked against a record made
 before it on the same machine: the potentials stayed bit for bit (gradients within 7e-14),
@@ -21,6 +22,12 @@ were recorded again with it, every other entry unchanged within 1e-10. Then coll
 one compiled sampler per catalog shape (``inference.nuts.run_nuts``): the same posterior by
 a different trajectory, so those three were recorded again; the potentials, the latent-model
 NUTS runs, SVI and the importance-sampling methods stayed within 1e-10 of the record.
+Then the Laplace mode came from damped Newton instead of BFGS (the same mode to 1e-12 in
+posterior sds) and collapsed NUTS from bigmali's own compiled loop over NumPyro's kernel:
+SVI, is_proposal, pmmh and the potentials stayed within 1e-10; the NUTS runs (latent ones
+included, whose start uses the same mode finder) moved by the samplers' amplification
+(collapsed NUTS 1.4e-10, the demo 2e-9 before the loop changed). With the mock's size changed
+from 2,000 to 1,500 halos at the same time, every entry was recorded again.
 
 The record names the machine and library versions it was made with. On the recording
 machine every comparison is made to 1e-10; elsewhere each case uses the tolerance measured
@@ -41,7 +48,7 @@ import pytest
 
 RECORD = Path(__file__).parent / "data" / "reproducibility.json"
 RTOL = 1e-10
-N_HALOS = 2000
+N_HALOS = 1500
 SHORT = dict(chains=1, warmup=20, draws=20, mass_draws=2, progress=False, seed=3)
 CASES = {
     "collapsed/nuts": dict(model="collapsed", method="nuts", **SHORT),
@@ -191,7 +198,7 @@ def _tolerance(label: str, recorded: dict) -> float:
     rtol = CROSS_MACHINE_RTOL.get(label, RTOL)
     if rtol is None:
         pytest.skip(
-            f"{label}: recorded on {recorded['machine']}, this is {machine()}; short NUTS over 2,000 "
+            f"{label}: recorded on {recorded['machine']}, this is {machine()}; short NUTS over 1,500 "
             "latents amplifies rounding differences between machines beyond any useful tolerance"
         )
     return rtol

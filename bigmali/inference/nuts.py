@@ -10,6 +10,9 @@ each chain's last state, step size and mass matrix so that :func:`extend_nuts` c
 from __future__ import annotations
 
 import time
+import warnings
+from functools import partial
+from operator import attrgetter
 from typing import NamedTuple
 
 import jax
@@ -21,7 +24,7 @@ from numpyro.infer.util import constrain_fn, initialize_model
 
 from bigmali.inference.laplace import WHITENED_SITE, Whitener, mode_and_cov, whitened_model, whitener
 from bigmali.inference.nuts_gibbs import halo_mh_update
-from bigmali.utils import kept
+from bigmali.utils import kept, progress_bar
 
 __all__ = [
     "NutsConfig",
@@ -74,8 +77,12 @@ class NutsOutput(NamedTuple):
     halo_draw: np.ndarray | None = None  # which draws those are
 
 
-def _stats(mcmc: MCMC, prefix: str = "") -> dict:
-    extra = {k[len(prefix) :]: v for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+def _mcmc_stats(mcmc: MCMC, prefix: str = "") -> dict:
+    return _stats({k[len(prefix) :]: v for k, v in mcmc.get_extra_fields(group_by_chain=True).items()})
+
+
+def _stats(extra: dict) -> dict:
+    """Sampler statistics from NumPyro's fields (``EXTRA_FIELDS``), each (chain, draw)."""
     n_steps = np.asarray(extra["num_steps"])
     return {
         "diverging": np.asarray(extra["diverging"]),
@@ -94,10 +101,7 @@ def _last_state(mcmc: MCMC, chains: int) -> dict:
         lambda a: np.asarray(a).reshape(chains, *np.shape(a)[1:]) if chains > 1 else np.asarray(a)[None], state.z
     )
     flat = np.stack([np.asarray(ravel_pytree(jax.tree.map(lambda a: a[c], z))[0]) for c in range(chains)])
-    imm = state.adapt_state.inverse_mass_matrix
-    if isinstance(imm, dict):  # one block over all sites, in ravel_pytree's order
-        (imm,) = imm.values()
-    imm = np.asarray(imm)
+    imm = _inverse_mass(state.adapt_state.inverse_mass_matrix)
     dim = flat.shape[1]
     imm = imm.reshape(chains, dim, dim) if imm.size == chains * dim * dim else imm.reshape(chains, dim)
     return {
@@ -114,36 +118,105 @@ def _check_target(config: NutsConfig) -> None:
         )
 
 
+_BLOCK = 100
+"""Iterations per call of a compiled sampling block (the progress bar moves between calls)."""
+
+
+def _advance(kernel, fields, state, model_args, n):
+    """``n`` (traced, at most ``_BLOCK``) iterations of ``kernel`` from ``state``; each
+    iteration's sites (deterministic ones included) and ``fields`` of its state, in buffers
+    of ``_BLOCK`` rows."""
+    postprocess = kernel.postprocess_fn(model_args, {})
+
+    def collect(s):
+        return postprocess(s.z), {f: attrgetter(f)(s) for f in fields}
+
+    buffers = jax.tree.map(lambda a: jnp.zeros((_BLOCK, *jnp.shape(a)), jnp.result_type(a)), collect(state))
+
+    def body(i, carry):
+        s, out = carry
+        s = kernel.sample(s, model_args, {})
+        return s, jax.tree.map(lambda buf, v: buf.at[i].set(v), out, collect(s))
+
+    return jax.lax.fori_loop(0, n, body, (state, buffers))
+
+
 class _Sampler:
     """NUTS for one low-dimensional model and one set of static settings, compiled once.
 
     The model runs whitened by each catalog's Laplace approximation
     (:class:`bigmali.inference.laplace.Whitener`): the mode and Cholesky factor are
-    arguments of the model, not constants of the kernel, and NumPyro's ``jit_model_args``
-    makes the catalog an argument too. So every catalog of the same shape reuses one
-    compiled Laplace step and one compiled sampling loop (NumPyro otherwise compiles afresh
-    on every run, and JAX keeps every executable: about 75 fits in one process ran LLVM out
-    of memory). In the whitened coordinates NUTS starts with a unit mass matrix, which is
-    the Laplace covariance in the model's own.
+    arguments of the model, not constants of the kernel, and so is the catalog. NumPyro's
+    kernel does the sampling and the warmup adaptation; its iterations run here in blocks of
+    ``_BLOCK`` through one compiled function (``MCMC.run`` traces and compiles its loop
+    afresh on every call, and JAX keeps every executable: about 75 fits in one process ran
+    LLVM out of memory). So every catalog of the same shape reuses one compiled Laplace step
+    and one compiled sampling block, for every chain. In the whitened coordinates NUTS starts
+    with a unit mass matrix, which is the Laplace covariance in the model's own.
+
+    ``chain_method``: ``sequential`` runs the chains one after the other, ``vectorized``
+    together (vmap), ``parallel`` one per device (pmap; sequential, with a warning, when
+    there are fewer devices than chains).
     """
 
     def __init__(self, whiten: Whitener, config: NutsConfig):
-        self.whiten = whiten
-        kernel = NUTS(
+        self.whiten, self.config = whiten, config
+        self.kernel = NUTS(
             whitened_model(whiten.model, whiten.unravel, whiten.dim),
             dense_mass=config.dense_mass,
             target_accept_prob=config.target_accept,
             max_tree_depth=config.max_tree_depth,
         )
-        self.mcmc = MCMC(
-            kernel,
-            num_warmup=config.warmup,
-            num_samples=config.draws,
-            num_chains=config.chains,
-            chain_method=config.chain_method,
-            progress_bar=config.progress,
-            jit_model_args=True,
+        self.method = config.chain_method
+        if self.method == "parallel" and jax.local_device_count() < config.chains:
+            warnings.warn(
+                f"chain_method='parallel': {config.chains} chains but {jax.local_device_count()} devices; "
+                "running them sequentially",
+                stacklevel=3,
+            )
+            self.method = "sequential"
+        # The kernel's initial state (potential and gradient at the start), compiled once too.
+        self._init = jax.jit(
+            lambda key, x, args: self.kernel.init(key, config.warmup, {WHITENED_SITE: x}, model_args=args)
         )
+        block = partial(_advance, self.kernel, tuple(f for f in EXTRA_FIELDS))
+        if self.method == "vectorized":
+            self._block = jax.jit(jax.vmap(block, in_axes=(0, None, None)))
+        elif self.method == "parallel":
+            self._block = jax.pmap(block, in_axes=(0, None, None))
+        else:
+            self._block = jax.jit(block)
+
+    def run(self, keys, init, model_args):
+        """Warmup and draws for every chain from ``init`` (chain, dim): the draws' positions
+        and fields, each (chain, draw, ...), and every chain's last state."""
+        config = self.config
+        total = config.warmup + config.draws
+        states = [self._init(k, x, model_args) for k, x in zip(keys, init)]
+        bar = progress_bar(total * config.chains, config.progress, "NUTS")
+        if self.method == "sequential":
+            runs = [self._run_chain(s, model_args, total, bar) for s in states]
+            ends = [r[0] for r in runs]
+            draws = jax.tree.map(lambda *a: np.stack(a), *[r[1] for r in runs])
+        else:
+            batched = jax.tree.map(lambda *a: jnp.stack(a), *states)
+            end, draws = self._run_chain(batched, model_args, total, bar, batch=config.chains)
+            ends = [jax.tree.map(lambda a, c=c: a[c], end) for c in range(config.chains)]
+        bar.close()
+        draws = jax.tree.map(lambda a: a[:, config.warmup :], draws)
+        return draws, ends
+
+    def _run_chain(self, state, model_args, total, bar, batch=1):
+        pieces, done = [], 0
+        while done < total:
+            n = min(_BLOCK, total - done)
+            state, out = self._block(state, model_args, n)
+            # Rows past n were not written; a batched block has the chain axis first.
+            pieces.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n] if batch == 1 else np.asarray(a)[:, :n], out))
+            done += n
+            bar.update(n * batch)
+        axis = 0 if batch == 1 else 1
+        return state, jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *pieces)
 
 
 _SAMPLERS: dict = {}  # compiled samplers kept per process (bigmali.utils.kept)
@@ -151,7 +224,7 @@ _SAMPLERS: dict = {}  # compiled samplers kept per process (bigmali.utils.kept)
 
 def _sampler(model, model_args, config: NutsConfig) -> _Sampler:
     whiten = whitener(model, model_args)
-    return kept(_SAMPLERS, (whiten, config._replace(seed=0)), lambda: _Sampler(whiten, config))
+    return kept(_SAMPLERS, (whiten, config._replace(seed=0, progress=False)), lambda: _Sampler(whiten, config))
 
 
 def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOutput:
@@ -167,29 +240,27 @@ def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOut
     start = time.perf_counter()
     key_init, key_run = jax.random.split(jax.random.PRNGKey(config.seed))
     sampler = _sampler(model, model_args, config)
+    sampler.config = sampler.config._replace(progress=config.progress)
     center, chol = sampler.whiten.start(model_args)
     init = jax.random.normal(key_init, (config.chains, sampler.whiten.dim))
-    mcmc = sampler.mcmc
-    mcmc.run(
-        key_run,
-        center,
-        chol,
-        *model_args,
-        extra_fields=EXTRA_FIELDS,
-        init_params={WHITENED_SITE: init if config.chains > 1 else init[0]},
-    )
-    draws = mcmc.get_samples(group_by_chain=True)
-    sites = sampler.whiten.sites(center + draws.pop(WHITENED_SITE) @ chol.T)
+    keys = jax.random.split(key_run, config.chains)
+    (draws, extra), ends = sampler.run(keys, init, (center, chol, *model_args))
+    sites = sampler.whiten.sites(center + jnp.asarray(draws.pop(WHITENED_SITE)) @ chol.T)
     samples = jax.tree.map(np.asarray, {**sites, **draws})
-    state = _last_state(mcmc, config.chains)
     c, L = np.asarray(center), np.asarray(chol)
-    imm = state["inverse_mass_matrix"]
+    imm = [_inverse_mass(e.adapt_state.inverse_mass_matrix) for e in ends]
     state = {
-        "position": c + state["position"] @ L.T,
-        "step_size": state["step_size"],
-        "inverse_mass_matrix": L @ (imm if imm.ndim == 3 else np.stack([np.diag(m) for m in imm])) @ L.T,
+        "position": c + np.stack([np.asarray(e.z[WHITENED_SITE]) for e in ends]) @ L.T,
+        "step_size": np.array([float(e.adapt_state.step_size) for e in ends]),
+        "inverse_mass_matrix": np.stack([L @ (m if m.ndim == 2 else np.diag(m)) @ L.T for m in imm]),
     }
-    return NutsOutput(samples, _stats(mcmc), state, time.perf_counter() - start)
+    return NutsOutput(samples, _stats(extra), state, time.perf_counter() - start)
+
+
+def _inverse_mass(imm) -> np.ndarray:
+    if isinstance(imm, dict):  # one block over all sites, in ravel_pytree's order
+        (imm,) = imm.values()
+    return np.asarray(imm)
 
 
 def _chunks(draws: int, kept: int) -> int:
@@ -202,7 +273,7 @@ def _latent_start(model, model_args, hyper_sites, key, chains: int):
 
     The per-halo latents are data-centred, so their conditional posteriors sit near 0 for
     any hyperparameters. With them at 0, the hyperparameters' conditional mode and Hessian
-    (four dimensions: BFGS, then the exact Hessian) give the chains' starts, drawn from
+    (four dimensions: damped Newton with the exact Hessian) give the chains' starts, drawn from
     that normal with its sd doubled, and the starting dense block of the mass matrix. Each
     chain's per-halo latents start uniformly in (-1, 1). Without this, warmup from the
     hyperprior spends its first windows at the maximum tree depth.
@@ -292,7 +363,7 @@ def run_nuts_latent(
             mcmc.post_warmup_state.rng_key, *model_args, extra_fields=tuple(prefix + f for f in EXTRA_FIELDS) + drop
         )
         kept.append({k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()})
-        stats.append(_stats(mcmc, prefix))
+        stats.append(_mcmc_stats(mcmc, prefix))
         z = mcmc.last_state.z if config.chains > 1 else jax.tree.map(lambda a: a[None], mcmc.last_state.z)
         for c in range(config.chains):
             values = constrain_fn(model, model_args, {}, jax.tree.map(lambda a: a[c], z), return_deterministic=True)
@@ -332,7 +403,7 @@ def extend_nuts(
             **(model_kwargs or {}),
         )
         outputs.append(
-            (jax.tree.map(np.asarray, mcmc.get_samples(group_by_chain=True)), _stats(mcmc), _last_state(mcmc, 1))
+            (jax.tree.map(np.asarray, mcmc.get_samples(group_by_chain=True)), _mcmc_stats(mcmc), _last_state(mcmc, 1))
         )
     cat = lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # noqa: E731
     return NutsOutput(
