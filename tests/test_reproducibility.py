@@ -23,7 +23,7 @@ one compiled sampler per catalog shape (``inference.nuts.run_nuts``): the same p
 a different trajectory, so those three were recorded again; the potentials, the latent-model
 NUTS runs, SVI and the importance-sampling methods stayed within 1e-10 of the record.
 Then the Laplace mode came from damped Newton instead of BFGS (the same mode to 1e-12 in
-posterior sds) and collapsed NUTS from bigmali's own compiled loop over NumPyro's kernel:
+posterior sds) and every NUTS run from bigmali's own compiled loop over NumPyro's kernel:
 SVI, is_proposal, pmmh and the potentials stayed within 1e-10; the NUTS runs (latent ones
 included, whose start uses the same mode finder) moved by the samplers' amplification
 (collapsed NUTS 1.4e-10, the demo 2e-9 before the loop changed). With the mock's size changed

@@ -122,14 +122,15 @@ _BLOCK = 100
 """Iterations per call of a compiled sampling block (the progress bar moves between calls)."""
 
 
-def _advance(kernel, fields, state, model_args, n):
+def _advance(kernel, fields, drop, state, model_args, n):
     """``n`` (traced, at most ``_BLOCK``) iterations of ``kernel`` from ``state``; each
-    iteration's sites (deterministic ones included) and ``fields`` of its state, in buffers
-    of ``_BLOCK`` rows."""
+    iteration's sites (deterministic ones included, ``drop`` left out) and ``fields`` of its
+    state, in buffers of ``_BLOCK`` rows."""
     postprocess = kernel.postprocess_fn(model_args, {})
 
     def collect(s):
-        return postprocess(s.z), {f: attrgetter(f)(s) for f in fields}
+        sites = {k: v for k, v in postprocess(s.z).items() if k not in drop}
+        return sites, {f: attrgetter(f)(s) for f in fields}
 
     buffers = jax.tree.map(lambda a: jnp.zeros((_BLOCK, *jnp.shape(a)), jnp.result_type(a)), collect(state))
 
@@ -141,45 +142,35 @@ def _advance(kernel, fields, state, model_args, n):
     return jax.lax.fori_loop(0, n, body, (state, buffers))
 
 
-class _Sampler:
-    """NUTS for one low-dimensional model and one set of static settings, compiled once.
+class _Loop:
+    """A NumPyro kernel's warmup and draws, for every chain, through one compiled init and one
+    compiled block of ``_BLOCK`` iterations.
 
-    The model runs whitened by each catalog's Laplace approximation
-    (:class:`bigmali.inference.laplace.Whitener`): the mode and Cholesky factor are
-    arguments of the model, not constants of the kernel, and so is the catalog. NumPyro's
-    kernel does the sampling and the warmup adaptation; its iterations run here in blocks of
-    ``_BLOCK`` through one compiled function (``MCMC.run`` traces and compiles its loop
-    afresh on every call, and JAX keeps every executable: about 75 fits in one process ran
-    LLVM out of memory). So every catalog of the same shape reuses one compiled Laplace step
-    and one compiled sampling block, for every chain. In the whitened coordinates NUTS starts
-    with a unit mass matrix, which is the Laplace covariance in the model's own.
+    NumPyro's kernel does the sampling and the warmup adaptation. ``MCMC.run`` would trace and
+    compile its loop afresh on every call (for every chain, the warmup and each batch of
+    draws), and JAX keeps every executable: about 75 fits in one process ran LLVM out of
+    memory. Here the catalog is an argument of both compiled functions, so one loop serves
+    every chain and every catalog of the same shape that the kernel's constants allow.
 
     ``chain_method``: ``sequential`` runs the chains one after the other, ``vectorized``
     together (vmap), ``parallel`` one per device (pmap; sequential, with a warning, when
-    there are fewer devices than chains).
+    there are fewer devices than chains). ``drop``: sites never collected (per-halo ones);
+    ``prefix``: where the kernel's HMC state sits in its state (``hmc_state.`` for HMCGibbs).
     """
 
-    def __init__(self, whiten: Whitener, config: NutsConfig):
-        self.whiten, self.config = whiten, config
-        self.kernel = NUTS(
-            whitened_model(whiten.model, whiten.unravel, whiten.dim),
-            dense_mass=config.dense_mass,
-            target_accept_prob=config.target_accept,
-            max_tree_depth=config.max_tree_depth,
-        )
-        self.method = config.chain_method
-        if self.method == "parallel" and jax.local_device_count() < config.chains:
+    def __init__(self, kernel, warmup: int, chains: int, chain_method: str, drop=(), prefix: str = ""):
+        self.kernel, self.warmup, self.prefix = kernel, warmup, prefix
+        self.method = chain_method
+        if chain_method == "parallel" and jax.local_device_count() < chains:
             warnings.warn(
-                f"chain_method='parallel': {config.chains} chains but {jax.local_device_count()} devices; "
+                f"chain_method='parallel': {chains} chains but {jax.local_device_count()} devices; "
                 "running them sequentially",
-                stacklevel=3,
+                stacklevel=4,
             )
             self.method = "sequential"
         # The kernel's initial state (potential and gradient at the start), compiled once too.
-        self._init = jax.jit(
-            lambda key, x, args: self.kernel.init(key, config.warmup, {WHITENED_SITE: x}, model_args=args)
-        )
-        block = partial(_advance, self.kernel, tuple(f for f in EXTRA_FIELDS))
+        self._init = jax.jit(lambda key, params, args: kernel.init(key, warmup, params, args, {}))
+        block = partial(_advance, kernel, tuple(prefix + f for f in EXTRA_FIELDS), tuple(drop))
         if self.method == "vectorized":
             self._block = jax.jit(jax.vmap(block, in_axes=(0, None, None)))
         elif self.method == "parallel":
@@ -187,36 +178,68 @@ class _Sampler:
         else:
             self._block = jax.jit(block)
 
-    def run(self, keys, init, model_args):
-        """Warmup and draws for every chain from ``init`` (chain, dim): the draws' positions
-        and fields, each (chain, draw, ...), and every chain's last state."""
-        config = self.config
-        total = config.warmup + config.draws
-        states = [self._init(k, x, model_args) for k, x in zip(keys, init)]
-        bar = progress_bar(total * config.chains, config.progress, "NUTS")
+    def run(self, keys, params, model_args, draws: int, progress: bool, marks=(), at_mark=None):
+        """Warmup and ``draws`` for every chain (a key and initial ``params`` each): the draws'
+        sites and fields, each (chain, draw, ...), every chain's last state, and
+        ``at_mark(state)`` of every chain after each draw index in ``marks`` (chain, mark)."""
+        total = self.warmup + draws
+        stops = sorted({self.warmup + m + 1 for m in marks})
+        states = [self._init(k, p, model_args) for k, p in zip(keys, params)]
+        chains = len(states)
+        bar = progress_bar(total * chains, progress, "NUTS")
         if self.method == "sequential":
-            runs = [self._run_chain(s, model_args, total, bar) for s in states]
-            ends = [r[0] for r in runs]
-            draws = jax.tree.map(lambda *a: np.stack(a), *[r[1] for r in runs])
+            runs = [self._run_chain(s, model_args, total, bar, stops, at_mark) for s in states]
+            ends, marked = [r[0] for r in runs], [r[2] for r in runs]
+            out = jax.tree.map(lambda *a: np.stack(a), *[r[1] for r in runs])
         else:
             batched = jax.tree.map(lambda *a: jnp.stack(a), *states)
-            end, draws = self._run_chain(batched, model_args, total, bar, batch=config.chains)
-            ends = [jax.tree.map(lambda a, c=c: a[c], end) for c in range(config.chains)]
+            end, out, marked = self._run_chain(batched, model_args, total, bar, stops, at_mark, chains)
+            ends = [jax.tree.map(lambda a, c=c: a[c], end) for c in range(chains)]
+            marked = [[m[c] for m in marked] for c in range(chains)]
         bar.close()
-        draws = jax.tree.map(lambda a: a[:, config.warmup :], draws)
-        return draws, ends
+        sites, extra = jax.tree.map(lambda a: a[:, self.warmup :], out)
+        extra = {k[len(self.prefix) :]: v for k, v in extra.items()}
+        return sites, extra, ends, marked
 
-    def _run_chain(self, state, model_args, total, bar, batch=1):
-        pieces, done = [], 0
+    def _run_chain(self, state, model_args, total, bar, stops, at_mark, batch=1):
+        pieces, marked, done = [], [], 0
         while done < total:
-            n = min(_BLOCK, total - done)
+            n = int(min(_BLOCK, total - done, *(s - done for s in stops if s > done)))
             state, out = self._block(state, model_args, n)
             # Rows past n were not written; a batched block has the chain axis first.
             pieces.append(jax.tree.map(lambda a, n=n: np.asarray(a)[:n] if batch == 1 else np.asarray(a)[:, :n], out))
             done += n
             bar.update(n * batch)
+            if done in stops:
+                if batch == 1:
+                    marked.append(at_mark(state))
+                else:
+                    marked.append([at_mark(jax.tree.map(lambda a, c=c: a[c], state)) for c in range(batch)])
         axis = 0 if batch == 1 else 1
-        return state, jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *pieces)
+        return state, jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *pieces), marked
+
+
+class _Sampler:
+    """NUTS for one low-dimensional model and one set of static settings, compiled once.
+
+    The model runs whitened by each catalog's Laplace approximation
+    (:class:`bigmali.inference.laplace.Whitener`): the mode and Cholesky factor are
+    arguments of the model, not constants of the kernel, and so is the catalog; the iterations
+    run through one :class:`_Loop`. So every catalog of the same shape reuses one compiled
+    Laplace step, one compiled init and one compiled sampling block, for every chain. In the
+    whitened coordinates NUTS starts with a unit mass matrix, which is the Laplace covariance
+    in the model's own.
+    """
+
+    def __init__(self, whiten: Whitener, config: NutsConfig):
+        self.whiten = whiten
+        kernel = NUTS(
+            whitened_model(whiten.model, whiten.unravel, whiten.dim),
+            dense_mass=config.dense_mass,
+            target_accept_prob=config.target_accept,
+            max_tree_depth=config.max_tree_depth,
+        )
+        self.loop = _Loop(kernel, config.warmup, config.chains, config.chain_method)
 
 
 _SAMPLERS: dict = {}  # compiled samplers kept per process (bigmali.utils.kept)
@@ -240,11 +263,11 @@ def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOut
     start = time.perf_counter()
     key_init, key_run = jax.random.split(jax.random.PRNGKey(config.seed))
     sampler = _sampler(model, model_args, config)
-    sampler.config = sampler.config._replace(progress=config.progress)
     center, chol = sampler.whiten.start(model_args)
     init = jax.random.normal(key_init, (config.chains, sampler.whiten.dim))
     keys = jax.random.split(key_run, config.chains)
-    (draws, extra), ends = sampler.run(keys, init, (center, chol, *model_args))
+    params = [{WHITENED_SITE: x} for x in init]
+    draws, extra, ends, _ = sampler.loop.run(keys, params, (center, chol, *model_args), config.draws, config.progress)
     sites = sampler.whiten.sites(center + jnp.asarray(draws.pop(WHITENED_SITE)) @ chol.T)
     samples = jax.tree.map(np.asarray, {**sites, **draws})
     c, L = np.asarray(center), np.asarray(chol)
@@ -269,7 +292,8 @@ def _chunks(draws: int, kept: int) -> int:
 
 
 def _latent_start(model, model_args, hyper_sites, key, chains: int):
-    """Starting points and a starting mass matrix for a model with per-halo latents.
+    """Starting points (each site with a leading chain axis) and a starting mass matrix for a
+    model with per-halo latents.
 
     The per-halo latents are data-centred, so their conditional posteriors sit near 0 for
     any hyperparameters. With them at 0, the hyperparameters' conditional mode and Hessian
@@ -291,8 +315,6 @@ def _latent_start(model, model_args, hyper_sites, key, chains: int):
     init = jax.vmap(unravel)(flat)
     for i, (name, value) in enumerate(latent.items()):
         init[name] = jax.random.uniform(jax.random.fold_in(key_u, i), (chains, *value.shape), minval=-1.0, maxval=1.0)
-    if chains == 1:
-        init = jax.tree.map(lambda a: a[0], init)
     inverse_mass = {tuple(hyper_sites): cov}
     return init, inverse_mass
 
@@ -345,35 +367,25 @@ def run_nuts_latent(
         )
         kernel = HMCGibbs(inner, gibbs_fn=halo_mh_update(model, model_args, gibbs_site), gibbs_sites=[gibbs_site])
         prefix = "hmc_state."
-    mcmc = MCMC(
-        kernel,
-        num_warmup=config.warmup,
-        num_samples=chunk,
-        num_chains=config.chains,
-        chain_method=config.chain_method,
-        progress_bar=config.progress,
-    )
     # Per-halo sites are never collected draw by draw (4 chains x 1000 draws x 10^5 halos
-    # is 3.7 GB per site); the kept ones are recomputed from each chunk's last state.
-    drop = tuple(f"~z.{site}" for site in (*drop_sites, *halo_sites))
-    mcmc.warmup(key_run, *model_args, extra_fields=drop, collect_warmup=False, init_params=init_params)
-    kept, halo, stats = [], {site: [] for site in halo_sites}, []
-    for _ in range(n_chunks):
-        mcmc.run(
-            mcmc.post_warmup_state.rng_key, *model_args, extra_fields=tuple(prefix + f for f in EXTRA_FIELDS) + drop
-        )
-        kept.append({k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()})
-        stats.append(_mcmc_stats(mcmc, prefix))
-        z = mcmc.last_state.z if config.chains > 1 else jax.tree.map(lambda a: a[None], mcmc.last_state.z)
-        for c in range(config.chains):
-            values = constrain_fn(model, model_args, {}, jax.tree.map(lambda a: a[c], z), return_deterministic=True)
-            for site in halo_sites:
-                halo[site].append(np.asarray(values[site], dtype=np.float32))
-        mcmc.post_warmup_state = mcmc.last_state
-    cat = lambda parts: {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}  # noqa: E731
-    halo = {site: np.stack(v).reshape(n_chunks, config.chains, -1).swapaxes(0, 1) for site, v in halo.items()}
+    # is 3.7 GB per site); the kept ones are computed from the state at each chunk's end.
+    loop = _Loop(kernel, config.warmup, config.chains, config.chain_method, (*drop_sites, *halo_sites), prefix)
+    constrained = jax.jit(lambda z: constrain_fn(model, model_args, {}, z, return_deterministic=True))
+
+    def at_mark(state):
+        values = constrained(state.z)
+        return {site: np.asarray(values[site], dtype=np.float32) for site in halo_sites}
+
+    keys = jax.random.split(key_run, config.chains)
+    params = (
+        [None] * config.chains
+        if init_params is None
+        else [jax.tree.map(lambda a, c=c: a[c], init_params) for c in range(config.chains)]
+    )
     picks = np.arange(1, n_chunks + 1) * chunk - 1
-    return NutsOutput(cat(kept), cat(stats), None, time.perf_counter() - start, halo, picks)
+    samples, extra, _, marked = loop.run(keys, params, model_args, config.draws, config.progress, picks, at_mark)
+    halo = {site: np.stack([np.stack([m[site] for m in chain]) for chain in marked]) for site in halo_sites}
+    return NutsOutput(samples, _stats(extra), None, time.perf_counter() - start, halo, picks)
 
 
 def extend_nuts(

@@ -22,7 +22,7 @@ def test_catalogs_of_one_shape_share_one_compiled_sampler(catalogs):
     second = nuts.run_nuts(catalogs[1].model_fn, catalogs[1].model_args, CONFIG._replace(seed=9))
     assert nuts._sampler(catalogs[1].model_fn, catalogs[1].model_args, CONFIG) is sampler
     # One trace of the init and of the block for both catalogs, both chains and every block.
-    assert sampler._init._cache_size() == 1 and sampler._block._cache_size() == 1
+    assert sampler.loop._init._cache_size() == 1 and sampler.loop._block._cache_size() == 1
     assert first.samples["alpha1"].shape == second.samples["alpha1"].shape == (2, 60)
     assert not np.allclose(first.samples["alpha1"], second.samples["alpha1"])
     again = nuts.run_nuts(catalogs[0].model_fn, catalogs[0].model_args, CONFIG)
