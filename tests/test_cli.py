@@ -120,10 +120,11 @@ def test_console_script_is_installed():
     assert done.returncode == 0 and "simulate" in done.stdout
 
 
-def test_fit_command_writes_a_run_that_summary_reads(tmp_path):
-    """``bigmali fit`` from start to finish, as a user types it, on a small mock."""
+def test_fit_command_writes_a_run_that_summary_reads(tmp_path, capsys):
+    """``bigmali fit`` from start to finish, as a user types it, on a small mock (made and
+    summarised in this process; the fit runs as a command)."""
     catalog, out = tmp_path / "mock.fits", tmp_path / "run.nc"
-    run("simulate", "--out", str(catalog), "--n-halos", "200", "--seed", "2")
+    assert cli.main(["simulate", "--out", str(catalog), "--n-halos", "200", "--seed", "2"]) == 0
     done = run(
         "fit",
         str(catalog),
@@ -149,7 +150,9 @@ def test_fit_command_writes_a_run_that_summary_reads(tmp_path):
     assert fitted["halo_mass"]["ln_mass"].shape[-1] == 200
     config = json.loads(fitted.attrs["config"])
     assert config["target_accept"] == 0.65 and config["warmup"] == 40  # the engine's default, the user's setting
-    summary = json.loads(run("summary", str(out), "--json", "--no-ppc", "--no-conflict").stdout)
+    capsys.readouterr()
+    assert cli.main(["summary", str(out), "--json", "--no-ppc", "--no-conflict"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert set(summary["parameters"]) == {"alpha1", "alpha2", "alpha4", "S"}
 
 

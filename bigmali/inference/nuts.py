@@ -3,7 +3,9 @@
 For models with a handful of latent variables (the collapsed model) the chains start from
 draws of a Laplace approximation and the dense mass matrix starts at its covariance
 (:mod:`bigmali.inference.laplace`); warmup then only refines them. Such a model's sampler
-is compiled once and reused for every catalog of the same shape (:func:`run_nuts`). A finished run keeps
+is compiled once and reused for every catalog of the same shape (:func:`run_nuts`). NumPyro's
+kernels sample and adapt; their iterations run through bigmali's compiled loop
+(:class:`_Loop`), not ``MCMC.run``, which compiles afresh on every call. A finished run keeps
 each chain's last state, step size and mass matrix so that :func:`extend_nuts` can add draws.
 """
 
@@ -287,7 +289,8 @@ def _inverse_mass(imm) -> np.ndarray:
 
 
 def _chunks(draws: int, kept: int) -> int:
-    """The number of equal chunks (at most ``kept``, dividing ``draws``) to run the draws in."""
+    """The number of equal chunks (at most ``kept``, dividing ``draws``) whose last draws keep
+    the per-halo sites."""
     return max(c for c in range(1, max(1, min(kept, draws)) + 1) if draws % c == 0)
 
 
@@ -332,9 +335,10 @@ def run_nuts_latent(
     """NUTS for models with per-halo latents: memory stays bounded at 10^5 halos.
 
     The mass matrix is dense over ``hyper_sites`` (if ``config.dense_mass``) and diagonal
-    over the per-halo latents. Draws are made in equal chunks after warmup; every draw of
-    the hyperparameters is kept, the per-halo ``halo_sites`` only at the last draw of each
-    chunk (``halo_draws`` draws in all, about), and ``drop_sites`` never.
+    over the per-halo latents. Every draw of the hyperparameters is kept, the per-halo
+    ``halo_sites`` only at the last draw of each of equal chunks of the draws (``halo_draws``
+    draws in all, about), and ``drop_sites`` never. Every chain, the warmup and the draws run
+    through one compiled :class:`_Loop`.
     """
     _check_target(config)
     start = time.perf_counter()
