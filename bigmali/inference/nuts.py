@@ -144,6 +144,11 @@ def _advance(kernel, fields, drop, state, model_args, n):
     return jax.lax.fori_loop(0, n, body, (state, buffers))
 
 
+def _chain(tree, c: int):
+    """Chain ``c`` of a pytree with a leading chain axis."""
+    return jax.tree.map(lambda a: a[c], tree)
+
+
 class _Loop:
     """A NumPyro kernel's warmup and draws, for every chain, through one compiled init and one
     compiled block of ``_BLOCK`` iterations.
@@ -196,7 +201,7 @@ class _Loop:
         else:
             batched = jax.tree.map(lambda *a: jnp.stack(a), *states)
             end, out, marked = self._run_chain(batched, model_args, total, bar, stops, at_mark, chains)
-            ends = [jax.tree.map(lambda a, c=c: a[c], end) for c in range(chains)]
+            ends = [_chain(end, c) for c in range(chains)]
             marked = [[m[c] for m in marked] for c in range(chains)]
         bar.close()
         sites, extra = jax.tree.map(lambda a: a[:, self.warmup :], out)
@@ -216,7 +221,7 @@ class _Loop:
                 if batch == 1:
                     marked.append(at_mark(state))
                 else:
-                    marked.append([at_mark(jax.tree.map(lambda a, c=c: a[c], state)) for c in range(batch)])
+                    marked.append([at_mark(_chain(state, c)) for c in range(batch)])
         axis = 0 if batch == 1 else 1
         return state, jax.tree.map(lambda *a: np.concatenate(a, axis=axis), *pieces), marked
 
@@ -381,11 +386,7 @@ def run_nuts_latent(
         return {site: np.asarray(values[site], dtype=np.float32) for site in halo_sites}
 
     keys = jax.random.split(key_run, config.chains)
-    params = (
-        [None] * config.chains
-        if init_params is None
-        else [jax.tree.map(lambda a, c=c: a[c], init_params) for c in range(config.chains)]
-    )
+    params = [None] * config.chains if init_params is None else [_chain(init_params, c) for c in range(config.chains)]
     picks = np.arange(1, n_chunks + 1) * chunk - 1
     samples, extra, _, marked = loop.run(keys, params, model_args, config.draws, config.progress, picks, at_mark)
     halo = {site: np.stack([np.stack([m[site] for m in chain]) for chain in marked]) for site in halo_sites}

@@ -134,12 +134,13 @@ def run_svi(model, model_args=(), config: SviConfig = SviConfig()) -> SviOutput:
     center, chol = whiten.start(model_args)
     args = (center, chol, *model_args)
     key_fit, key_draw = jax.random.split(jax.random.PRNGKey(config.seed))
-    state, losses = fitter.init(key_fit, args), []
+    state, losses, done = fitter.init(key_fit, args), [], 0
     bar = progress_bar(config.steps, config.progress, "SVI")
-    while sum(map(len, losses)) < config.steps:
-        n = min(_STEPS, config.steps - sum(map(len, losses)))
+    while done < config.steps:
+        n = min(_STEPS, config.steps - done)
         state, block_losses = fitter.block(state, args, n)
         losses.append(np.asarray(block_losses)[:n])
+        done += n
         bar.update(n)
     bar.close()
     losses = np.concatenate(losses)
