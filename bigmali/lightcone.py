@@ -106,6 +106,16 @@ def _draw_positions(key, field: Field, n: int):
     return ra, dec
 
 
+@jax.jit
+def _draw_halos(prior: MassPrior, hyper: Hyper, key_m, key_l, z):
+    """ln M from the prior, then ln L from the relation and its scatter, then ln L_obs with the
+    measurement noise, for halos at ``z`` (one compiled program per catalog size)."""
+    ln_mass = prior.sample(key_m, z)
+    e1, e2 = jax.random.normal(key_l, (2, z.shape[0]))
+    ln_lum = relation.ln_mu_L(ln_mass, z, hyper) + hyper.S * e1
+    return ln_mass, ln_lum, ln_lum + relation.SIGMA_OBS * e2
+
+
 def simulate(
     prior: MassPrior | None = None,
     hyper: Hyper = HYPERSEED,
@@ -166,10 +176,7 @@ def simulate(
             raise ValueError(
                 f"column 'z', row {bad[0]}: value {float(z[bad[0]])!r} is outside the mass prior's redshift range [0, {prior.z_max:g}]"
             )
-    ln_mass = prior.sample(key_m, jnp.asarray(z))
-    e1, e2 = jax.random.normal(key_l, (2, z.size))
-    ln_lum = relation.ln_mu_L(ln_mass, jnp.asarray(z), hyper) + hyper.S * e1
-    ln_lum_obs = ln_lum + relation.SIGMA_OBS * e2
+    ln_mass, ln_lum, ln_lum_obs = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z))
     meta.update(relation.hyper_to_meta(hyper))
     meta["PRIOR"] = prior.description
     return Catalog.from_arrays(

@@ -365,6 +365,9 @@ def load_mass_prior(
 
 
 # ---------------------------------------------------------------- evaluation (JAX)
+# The public functions below are jitted: called on arrays outside a jitted function (the
+# simulator, tests, notebooks) each runs as one compiled program per shape instead of
+# twenty-odd operations compiled one by one; inside a traced function they are inlined.
 
 
 def tabulated_knots(prior: MassPrior) -> slice:
@@ -384,6 +387,7 @@ def bin_index(prior: MassPrior, z):
     return jnp.clip(jnp.searchsorted(prior.z_grid, z, side="left"), 0, prior.z_grid.shape[0] - 1)
 
 
+@jax.jit
 def table_rows(prior: MassPrior, z):
     """The two tables mixed at ``z`` and the weight of the second: P = (1 - w) P_lo + w P_hi."""
     if prior.z_interp == "bins":
@@ -409,6 +413,7 @@ def _row_cdf(prior: MassPrior, row, k, t, width):
     return prior.cdf[row, k - 1] + t * (a + 0.5 * slope * t)
 
 
+@jax.jit
 def knot_interval(prior: MassPrior, ln_mass):
     """The knot interval ``[M_k, M_k+1]`` holding ``exp(ln_mass)``: k, clipped to [0, nm - 2].
 
@@ -431,6 +436,7 @@ def knot_interval(prior: MassPrior, ln_mass):
     return k
 
 
+@jax.jit
 def density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
     """``P(M | z)`` per unit M at ``M = exp(ln_mass)``: the one statement of the prior's density.
 
@@ -451,6 +457,7 @@ def density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
     return (1.0 - w_hi) * row_density(row_lo) + w_hi * row_density(row_hi)
 
 
+@jax.jit
 def log_density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
     """``ln P(M | z)`` per unit M (:func:`density_between_knots`); ``-inf`` outside the knots or
     where the density is zero, with finite gradients everywhere."""
@@ -459,6 +466,7 @@ def log_density_between_knots(prior: MassPrior, ln_mass, row_lo, row_hi, w_hi):
     return jnp.where(ok, jnp.log(jnp.where(ok, p, 1.0)), -jnp.inf)
 
 
+@jax.jit
 def density_mass(prior: MassPrior, mass, z):
     """``P(M | z)`` per unit M (Msun^-1), zero outside the knots."""
     mass, z = jnp.broadcast_arrays(jnp.asarray(mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype))
@@ -466,6 +474,7 @@ def density_mass(prior: MassPrior, mass, z):
     return jnp.where(inside, density_between_knots(prior, jnp.log(mass), *table_rows(prior, z)), 0.0)
 
 
+@jax.jit
 def cdf_mass(prior: MassPrior, mass, z):
     """Exact CDF of ``P(M | z)`` at ``mass`` (piecewise quadratic in M)."""
     mass, z = jnp.broadcast_arrays(jnp.asarray(mass, dtype=prior.mass.dtype), jnp.asarray(z, dtype=prior.z_grid.dtype))
@@ -475,6 +484,7 @@ def cdf_mass(prior: MassPrior, mass, z):
     return (1.0 - w) * _row_cdf(prior, lo, k, t, width) + w * _row_cdf(prior, hi, k, t, width)
 
 
+@jax.jit
 def log_prob_ln_mass(prior: MassPrior, ln_mass, z):
     """Log-density of ln M: ``ln P(M | z) + ln M``; ``-inf`` outside the prior's support.
 
@@ -487,6 +497,7 @@ def log_prob_ln_mass(prior: MassPrior, ln_mass, z):
     return log_density_between_knots(prior, ln_mass, *table_rows(prior, z)) + ln_mass
 
 
+@jax.jit
 def sample_ln_mass(prior: MassPrior, key, z):
     """Draw one ln M per entry of ``z`` from ``P(M | z)`` by exact inverse-CDF sampling.
 

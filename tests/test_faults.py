@@ -394,11 +394,13 @@ def test_summary_of_a_file_that_is_not_netcdf(tmp_path, capsys):
 
 
 def test_a_dominating_halo_is_named_in_the_summary(prior):
-    """One halo 10^300 times brighter than its mock value takes over 300 halos: it is named;
-    the same fit without it flags nothing. (Both fits share one compiled sampler.)"""
+    """One halo 10^8 times brighter than its mock value takes over 300 halos: it is named;
+    the same fit without it flags nothing. (Both fits share one compiled sampler. A halo
+    10^300 times brighter is named too, but its fit takes ten times as many leapfrog steps;
+    the extreme-halo tests of the models cover such halos.)"""
     mock = bigmali.simulate(prior, n_halos=300, seed=3)
     lum = mock.lum_obs.copy()
-    lum[17] *= 1e300
+    lum[17] *= 1e8
     results = {}
     for name, catalog in (("clean", mock), ("bright", bigmali.Catalog.from_arrays(z=mock.z, lum_obs=lum))):
         run = bigmali.fit(catalog, prior=prior, chains=1, warmup=200, draws=300, progress=False, mass_draws=0, seed=1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -77,12 +78,20 @@ def _whitened(catalog: Catalog, prior: MassPrior):
     return w, args, *w.start(args)
 
 
+@partial(jax.jit, static_argnums=(0, 4))
+def _proposal_draws(df: float, center, chol, key, n: int):
+    """``n`` draws of the multivariate Student-t proposal and its log density at each."""
+    import numpyro.distributions as dist
+
+    proposal = dist.MultivariateStudentT(df, center, chol)
+    flat = proposal.sample(key, (n,))
+    return flat, proposal.log_prob(flat)
+
+
 def log_evidence(
     catalog: Catalog, prior: MassPrior, *, n_draws: int = 4000, df: float = 7.0, seed: int = 0, progress: bool = False
 ) -> Evidence:
     """ln Z of the collapsed model for ``catalog`` under ``prior`` (module docstring)."""
-    import numpyro.distributions as dist
-
     if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 100:
         raise ValueError(f"n_draws = {n_draws!r}: the evidence needs an integer >= 100 of importance draws")
     if not df > 2:
@@ -90,9 +99,7 @@ def log_evidence(
     start = time.perf_counter()
     key = jax.random.PRNGKey(seed)
     w, args, center, chol = _whitened(catalog, prior)
-    proposal = dist.MultivariateStudentT(df, center, chol)
-    flat = proposal.sample(jax.random.fold_in(key, 2), (n_draws,))
-    log_q = proposal.log_prob(flat)
+    flat, log_q = _proposal_draws(float(df), center, chol, jax.random.fold_in(key, 2), n_draws)
     with progress_bar(n_draws, progress, "evidence: exact posterior at the proposal's draws") as bar:
         log_post, constrained = w.evaluate(flat, args, bar)
     log_w = np.asarray(log_post) - np.asarray(log_q)

@@ -20,9 +20,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jax.flatten_util import ravel_pytree
+from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, HMCGibbs, init_to_value
-from numpyro.infer.util import constrain_fn, initialize_model
+from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
 from bigmali.inference.laplace import WHITENED_SITE, Whitener, mode_and_cov, whitened_model, whitener
 from bigmali.inference.nuts_gibbs import halo_mh_update
@@ -299,25 +301,38 @@ def _chunks(draws: int, kept: int) -> int:
     return max(c for c in range(1, max(1, min(kept, draws)) + 1) if draws % c == 0)
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _conditional_laplace(model, hyper_sites: tuple, model_args):
+    """The hyperparameters' conditional mode and inverse Hessian with every other latent site
+    at 0 (unconstrained), and those zeros; one compiled program per model and catalog shape."""
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(*model_args)
+    zeros = {
+        name: jnp.zeros_like(biject_to(site["fn"].support).inv(site["value"]))
+        for name, site in tr.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    latent = {k: v for k, v in zeros.items() if k not in hyper_sites}
+    flat0, unravel = ravel_pytree({k: zeros[k] for k in hyper_sites})
+    x, cov = mode_and_cov(lambda x: potential_energy(model, model_args, {}, {**unravel(x), **latent}), flat0)
+    return x, cov, zeros
+
+
 def _latent_start(model, model_args, hyper_sites, key, chains: int):
     """Starting points (each site with a leading chain axis) and a starting mass matrix for a
     model with per-halo latents.
 
     The per-halo latents are data-centred, so their conditional posteriors sit near 0 for
     any hyperparameters. With them at 0, the hyperparameters' conditional mode and Hessian
-    (four dimensions: damped Newton with the exact Hessian) give the chains' starts, drawn from
-    that normal with its sd doubled, and the starting dense block of the mass matrix. Each
-    chain's per-halo latents start uniformly in (-1, 1). Without this, warmup from the
-    hyperprior spends its first windows at the maximum tree depth.
+    (four dimensions: damped Newton, :func:`~bigmali.inference.laplace.mode_and_cov`) give
+    the chains' starts, drawn from that normal with its sd doubled, and the starting dense
+    block of the mass matrix. Each chain's per-halo latents start uniformly in (-1, 1).
+    Without this, warmup from the hyperprior spends its first windows at the maximum tree depth.
     """
-    info, potential, *_ = initialize_model(key, model, model_args=model_args)
-    latent = {k: jnp.zeros_like(v) for k, v in info.z.items() if k not in hyper_sites}
-    hyper0 = {k: info.z[k] for k in hyper_sites}
-    flat0, unravel = ravel_pytree(hyper0)
-    f = jax.jit(lambda x: potential({**unravel(x), **latent}))
-    x, cov = mode_and_cov(f, jnp.zeros_like(flat0))
+    x, cov, zeros = _conditional_laplace(model, tuple(hyper_sites), model_args)
     if not bool(jnp.all(jnp.isfinite(cov))) or not bool(jnp.all(jnp.linalg.eigvalsh(cov) > 0)):
         return None, None
+    _, unravel = ravel_pytree({k: zeros[k] for k in hyper_sites})
+    latent = {k: v for k, v in zeros.items() if k not in hyper_sites}
     key_h, key_u = jax.random.split(key)
     flat = x + 2.0 * (jnp.linalg.cholesky(cov) @ jax.random.normal(key_h, (x.shape[0], chains))).T
     init = jax.vmap(unravel)(flat)
