@@ -1,0 +1,107 @@
+"""The collapsed likelihood with the halo axis split across JAX devices and processes.
+
+The per-halo arrays of :class:`~bigmali.likelihood.quadrature.CollapsedData` (``y``,
+``ln1pz``, the table rows and weights) are placed on a one-axis :class:`jax.sharding.Mesh`
+named ``"halos"`` with a ``NamedSharding``; the prior's quadrature tables are replicated.
+``jit`` then partitions the per-halo work (XLA's GSPMD): each device computes the r-grid
+table itself (it does not depend on the halos) and its own halos' terms, and the sum is one
+all-reduce. Nothing here is home-made communication: the devices are JAX's, and beyond one
+machine the processes are joined by :func:`jax.distributed.initialize`.
+
+The halo axis is padded to a multiple of the device count with copies of the last halo,
+which carry weight 0: :func:`log_likelihood` is the weighted sum, so padding changes nothing.
+
+On one machine (any number of devices)::
+
+    data, weight = shard_halos(prepare(z, lum_obs, prior))
+    log_likelihood(hyper, data, weight)
+
+Across processes (one per host, or per accelerator), each process holds only its own rows
+of the catalog::
+
+    jax.distributed.initialize(coordinator_address="10.0.0.1:1234", num_processes=P, process_id=i)
+    rows = process_rows(n_total)            # this process's contiguous block of halos
+    data, weight = shard_halos(prepare(z[rows], lum_obs[rows], prior), n_total=n_total)
+    log_likelihood(hyper, data, weight)     # the whole catalog's value, in every process
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos
+from bigmali.relation import Hyper
+
+__all__ = ["HALO_AXIS", "HALO_FIELDS", "halo_mesh", "process_rows", "shard_halos", "log_likelihood"]
+
+HALO_AXIS = "halos"
+"""The mesh axis the halos are split along."""
+
+HALO_FIELDS = ("y", "ln1pz", "row_lo", "row_hi", "w_hi")
+"""The fields of :class:`CollapsedData` with one entry per halo; the rest are the prior's."""
+
+
+def halo_mesh(devices=None) -> Mesh:
+    """A one-axis mesh over ``devices`` (default: every device of every process)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (HALO_AXIS,))
+
+
+def process_rows(n_total: int) -> slice:
+    """The rows of an ``n_total``-halo catalog this process holds: equal contiguous blocks
+    in process order (the last may be shorter)."""
+    per = -(-n_total // jax.process_count())
+    start = min(n_total, jax.process_index() * per)
+    return slice(start, min(n_total, start + per))
+
+
+def shard_halos(data: CollapsedData, n_total: int | None = None, mesh: Mesh | None = None):
+    """``data`` placed on ``mesh`` (default :func:`halo_mesh`), split along the halo axis, and
+    the weight of each halo (1, or 0 for padding), split the same way.
+
+    In one process ``data`` holds every halo. Under :func:`jax.distributed.initialize` it holds
+    this process's rows (:func:`process_rows` of ``n_total``), and the arrays returned are
+    global: each process contributes its block.
+    """
+    mesh = halo_mesh() if mesh is None else mesh
+    n_local = int(np.shape(data.y)[0])
+    n_total = n_local if n_total is None else int(n_total)
+    n_proc = jax.process_count()
+    if n_local < 1:
+        raise ValueError(f"process {jax.process_index()} holds no halos: use fewer processes than halos")
+    if n_local != process_rows(n_total).stop - process_rows(n_total).start:
+        raise ValueError(
+            f"process {jax.process_index()} holds {n_local} halos, but its block of {n_total} is "
+            f"{process_rows(n_total)}: give each process its rows from process_rows(n_total)"
+        )
+    local_devices = mesh.size // n_proc
+    per_process = -(-n_total // n_proc)
+    local_len = -(-per_process // local_devices) * local_devices  # the same in every process
+    pad = local_len - n_local
+    split, whole = NamedSharding(mesh, P(HALO_AXIS)), NamedSharding(mesh, P())
+
+    def halo_array(values):
+        values = np.asarray(values)
+        values = np.concatenate([values, np.repeat(values[-1:], pad, axis=0)])
+        return jax.make_array_from_process_local_data(split, values, (local_len * n_proc,))
+
+    def prior_array(values):
+        values = np.asarray(values)
+        return jax.make_array_from_process_local_data(whole, values, values.shape)
+
+    placed = {f: (halo_array if f in HALO_FIELDS else prior_array)(getattr(data, f)) for f in data._fields}
+    weight = np.zeros(n_local + pad)
+    weight[:n_local] = 1.0
+    return CollapsedData(**placed), jax.make_array_from_process_local_data(split, weight, (local_len * n_proc,))
+
+
+@partial(jax.jit, static_argnames="config")
+def log_likelihood(hyper: Hyper, data: CollapsedData, weight, config: QuadratureConfig = QuadratureConfig()):
+    """The total collapsed log-likelihood of sharded ``data`` (:func:`shard_halos`): each
+    halo's term times its weight, summed; differentiable in ``hyper``."""
+    return jnp.sum(weight * log_likelihood_halos(hyper, data, config))

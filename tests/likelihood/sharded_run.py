@@ -1,0 +1,54 @@
+"""Run by test_sharding.py in fresh processes: the collapsed log-likelihood and its gradient
+of one mock, on one device, on every device of this process, or under jax.distributed.
+
+    python sharded_run.py local                 # prints {"one": ..., "all": ..., "devices": n}
+    python sharded_run.py process I N PORT      # process I of N; process 0 prints {"all": ...}
+"""
+
+import json
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_platforms", "cpu")
+
+N_HALOS = 3001  # not a multiple of 2 or 4: the padding is exercised
+POINTS = [(10.709, 0.359, 1.10, 0.155), (10.75, 0.35, 1.3, 0.2)]
+
+
+def values(f, data, *extra):
+    import numpy as np
+
+    from bigmali.relation import Hyper
+
+    out = []
+    for point in POINTS:
+        value, grad = jax.value_and_grad(f)(Hyper(*point), data, *extra)
+        out.append([float(value), *map(float, np.asarray(list(grad)))])
+    return out
+
+
+def main(argv):
+    import bigmali
+    from bigmali.likelihood import quadrature, sharding
+
+    if argv[0] == "process":
+        index, count, port = map(int, argv[1:4])
+        jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=count, process_id=index)
+    prior = bigmali.load_mass_prior()
+    mock = bigmali.simulate(prior, n_halos=N_HALOS, seed=5)
+    rows = sharding.process_rows(N_HALOS)
+    data = quadrature.prepare(mock.z[rows], mock.lum_obs[rows], prior)
+    result = {"devices": jax.device_count(), "processes": jax.process_count()}
+    if argv[0] == "local":
+        result["one"] = values(quadrature.log_likelihood, data)
+    sharded, weight = sharding.shard_halos(data, n_total=N_HALOS)
+    result["all"] = values(sharding.log_likelihood, sharded, weight)
+    result["shards"] = len(sharded.y.sharding.device_set)
+    if jax.process_index() == 0:
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
