@@ -27,7 +27,7 @@ of the catalog::
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -100,8 +100,24 @@ def shard_halos(data: CollapsedData, n_total: int | None = None, mesh: Mesh | No
     return CollapsedData(**placed), jax.make_array_from_process_local_data(split, weight, (local_len * n_proc,))
 
 
-@partial(jax.jit, static_argnames="config")
-def log_likelihood(hyper: Hyper, data: CollapsedData, weight, config: QuadratureConfig = QuadratureConfig()):
-    """The total collapsed log-likelihood of sharded ``data`` (:func:`shard_halos`): each
-    halo's term times its weight, summed; differentiable in ``hyper``."""
-    return jnp.sum(weight * log_likelihood_halos(hyper, data, config))
+def log_likelihood(
+    hyper: Hyper, data: CollapsedData, weight, mesh: Mesh | None = None, config: QuadratureConfig = QuadratureConfig()
+):
+    """The total collapsed log-likelihood of sharded ``data`` (:func:`shard_halos`, on
+    ``mesh``, default :func:`halo_mesh`): each halo's term times its weight, summed;
+    differentiable in ``hyper``. Traceable (jit it, or take its gradient, as a whole)."""
+    return _sharded_total(halo_mesh() if mesh is None else mesh, config)(hyper, data, weight)
+
+
+@lru_cache(maxsize=16)
+def _sharded_total(mesh: Mesh, config: QuadratureConfig):
+    """Each device computes the r-grid table (it does not depend on the halos) and its own
+    halos' weighted sum, by :func:`~bigmali.likelihood.quadrature.log_likelihood_halos`
+    unchanged; one all-reduce adds the sums. (Left to GSPMD, the partitioned per-halo gather
+    and tail correction ran 80x slower than one device.)"""
+    specs = CollapsedData(*(P(HALO_AXIS) if f in HALO_FIELDS else P() for f in CollapsedData._fields))
+
+    def local(hyper, data, weight):
+        return jax.lax.psum(jnp.sum(weight * log_likelihood_halos(hyper, data, config)), HALO_AXIS)
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), specs, P(HALO_AXIS)), out_specs=P()))
