@@ -31,10 +31,8 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 SIZES = [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
 QUICK_SIZES = [1_000, 10_000, 100_000]
@@ -59,15 +57,11 @@ def _worker(kind: str, n: int) -> dict:
     else:
         f = jax.jit(jax.value_and_grad(quadrature.log_likelihood))
         args = (HYPERSEED, data)
-    jax.block_until_ready(f(*args))
-    repeats = 5 if n >= 1_000_000 else 20
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
+    from collapsed import median_ms  # benchmarks/collapsed.py, beside this script
+
+    seconds = median_ms(f, *args, repeats=5 if n >= 1_000_000 else 20) / 1e3
     return {
-        "seconds": statistics.median(times),
+        "seconds": seconds,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,  # KiB on Linux
         "devices": jax.device_count(),
     }

@@ -83,7 +83,8 @@ halos) to 0.01 (10^5 halos). Against the exact Hessian (forward over reverse): 2
 relative at 1,500 halos, 1e-6 at 10^5 halos (the likelihood's interpolation is only
 piecewise smooth); the covariance within 1e-4 of a posterior sd. The Hessian only shapes
 starting points, mass matrices and importance proposals, which need far less; the exact one
-took twice as long to compile (4.4 s against 2 s for the 1,500-halo collapsed model)."""
+(linearize and vmap) took twice as long to compile (7.1 s against 3.1 s for the 1,500-halo
+collapsed model's value, gradient and Hessian) and ran about as fast (34 ms against 38 ms)."""
 
 
 def value_grad_hessian(f, x):

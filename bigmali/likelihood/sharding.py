@@ -3,9 +3,9 @@
 The per-halo arrays of :class:`~bigmali.likelihood.quadrature.CollapsedData` (``y``,
 ``ln1pz``, the table rows and weights) are placed on a one-axis :class:`jax.sharding.Mesh`
 named ``"halos"`` with a ``NamedSharding``; the prior's quadrature tables are replicated.
-``jit`` then partitions the per-halo work (XLA's GSPMD): each device computes the r-grid
-table itself (it does not depend on the halos) and its own halos' terms, and the sum is one
-all-reduce. Nothing here is home-made communication: the devices are JAX's, and beyond one
+The total is a ``jax.shard_map``: each device computes the r-grid table itself (it does not
+depend on the halos) and its own halos' terms, and one ``psum`` adds the devices' sums.
+Nothing here is home-made communication: the devices are JAX's, and beyond one
 machine the processes are joined by :func:`jax.distributed.initialize`.
 
 The halo axis is padded to a multiple of the device count with copies of the last halo,
@@ -74,10 +74,11 @@ def shard_halos(data: CollapsedData, n_total: int | None = None, mesh: Mesh | No
     n_proc = jax.process_count()
     if n_local < 1:
         raise ValueError(f"process {jax.process_index()} holds no halos: use fewer processes than halos")
-    if n_local != process_rows(n_total).stop - process_rows(n_total).start:
+    rows = process_rows(n_total)
+    if n_local != rows.stop - rows.start:
         raise ValueError(
             f"process {jax.process_index()} holds {n_local} halos, but its block of {n_total} is "
-            f"{process_rows(n_total)}: give each process its rows from process_rows(n_total)"
+            f"{rows}: give each process its rows from process_rows(n_total)"
         )
     local_devices = mesh.size // n_proc
     per_process = -(-n_total // n_proc)
