@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from bigmali.inference.nuts import R_HAT_MAX
 from bigmali.relation import HYPER_NAMES
 from bigmali.weights import K_HAT_THRESHOLD
 
 __all__ = ["THRESHOLDS", "convergence", "format_convergence"]
 
 THRESHOLDS = {
-    "r_hat_max": 1.01,
+    "r_hat_max": R_HAT_MAX,
     "ess_per_chain_min": 100,
     "mcse_over_sd_max": 0.1,
     "divergences_max": 0,

@@ -53,6 +53,7 @@ MINIMUM = {
     "num_particles": 1,
     "is_samples": 1,
     "n_hyper": 1,
+    "target_ess": 0,
 }
 """The least value of each count option (every engine's config is checked against it)."""
 
@@ -167,12 +168,31 @@ def make_config(engine: Engine, model: str, options: dict):
 
 def _run_nuts(data: FitData, config: nuts_engine.NutsConfig) -> Posterior:
     if data.model in LATENT_SITES:
+        _refuse_target_ess(data.model, config)
         return _run_nuts_latent(data, config, gibbs_site=None)
     out = nuts_engine.run_nuts(data.model_fn, data.model_args, config=config)
-    return Posterior(out.samples, out.stats, config._asdict(), extras={"sampler_state": out.last_state})
+    return Posterior(out.samples, out.stats, _drawn(config, out), extras={"sampler_state": out.last_state})
+
+
+def _drawn(config, out) -> dict:
+    """The config as recorded: with a target ESS, ``draws`` is the number drawn and
+    ``max_draws`` the most that were allowed."""
+    recorded = config._asdict()
+    if config.target_ess:
+        recorded.update(draws=int(np.shape(out.stats["diverging"])[1]), max_draws=config.draws)
+    return recorded
+
+
+def _refuse_target_ess(model: str, config) -> None:
+    if config.target_ess:
+        raise ValueError(
+            f"target_ess = {config.target_ess}: drawing until a target ESS is for the collapsed model; "
+            f"give the {model} model a number of draws"
+        )
 
 
 def _run_nuts_latent(data: FitData, config: nuts_engine.NutsConfig, gibbs_site: str | None) -> Posterior:
+    _refuse_target_ess(data.model, config)
     out = nuts_engine.run_nuts_latent(
         data.model_fn,
         data.model_args,
@@ -340,7 +360,7 @@ def _run_nuts_is(data: FitData, config) -> Posterior:
     out = nuts_engine.run_nuts(
         model, (_halos(data), data.prior, is_estimate.fixed_key(config.seed)), config=nuts_config
     )
-    return Posterior(out.samples, out.stats, config._asdict())
+    return Posterior(out.samples, out.stats, _drawn(config, out))
 
 
 register(

@@ -38,6 +38,8 @@ __all__ = [
     "extend_nuts",
     "default_target_accept",
     "TARGET_ACCEPT",
+    "R_HAT_MAX",
+    "enough_draws",
 ]
 
 EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "potential_energy", "adapt_state.step_size")
@@ -55,9 +57,32 @@ def default_target_accept(model: str) -> float:
     return TARGET_ACCEPT["collapsed" if model == "collapsed" else "latent"]
 
 
+R_HAT_MAX = 1.01
+"""Rank-normalised split R-hat at most this (Vehtari et al. 2021): the ``target_ess`` stopping
+rule's and the convergence diagnostics' threshold."""
+
+
+def enough_draws(samples: dict, target_ess: int) -> bool:
+    """Whether draws ``{site: (chain, draw)}`` have, for every site, bulk and tail ESS of at
+    least ``target_ess`` and (with several chains) R-hat at most :data:`R_HAT_MAX`, as ArviZ
+    computes them."""
+    import arviz_stats  # noqa: F401  (registers the .azstats accessor)
+    import xarray as xr
+
+    chains = next(iter(samples.values())).shape[0]
+    post = xr.Dataset({name: (("chain", "draw"), np.asarray(v)) for name, v in samples.items()})
+    checks = [post.azstats.ess(method="bulk") >= target_ess, post.azstats.ess(method="tail") >= target_ess]
+    if chains > 1:
+        checks.append(post.azstats.rhat() <= R_HAT_MAX)
+    return all(bool(check.to_array().all()) for check in checks)
+
+
 class NutsConfig(NamedTuple):
     """Settings of a NUTS run (recorded in the DataTree's attrs). ``target_accept`` None: the
-    model's default, :func:`default_target_accept`."""
+    model's default, :func:`default_target_accept`. ``target_ess`` (models with a few latent
+    variables): after warmup, draw in rounds of ``_BLOCK`` per chain until every parameter has
+    bulk and tail ESS >= ``target_ess`` and R-hat <= :data:`R_HAT_MAX` (:func:`enough_draws`),
+    ``draws`` per chain at most; None or 0 draws ``draws``."""
 
     chains: int = 4
     warmup: int = 1000
@@ -68,6 +93,7 @@ class NutsConfig(NamedTuple):
     seed: int = 0
     chain_method: str = "sequential"
     progress: bool = True
+    target_ess: int | None = None
 
 
 class NutsOutput(NamedTuple):
@@ -210,6 +236,33 @@ class _Loop:
         extra = {k[len(self.prefix) :]: v for k, v in extra.items()}
         return sites, extra, ends, marked
 
+    def run_until(self, keys, params, model_args, max_draws: int, progress: bool, enough):
+        """Warmup, then rounds of ``_BLOCK`` draws for every chain until ``enough(sites)`` (the
+        draws so far, each (chain, draw, ...)) or ``max_draws``: sites and fields as :meth:`run`,
+        and every chain's last state."""
+        states = [self._init(k, p, model_args) for k, p in zip(keys, params)]
+        chains = len(states)
+        bar = progress_bar(self.warmup * chains, progress, "NUTS warmup")
+        batch = 1 if self.method == "sequential" else chains
+        if batch > 1:
+            states = [jax.tree.map(lambda *a: jnp.stack(a), *states)]
+        states = [self._run_chain(s, model_args, self.warmup, bar, (), None, batch)[0] for s in states]
+        bar.close()
+        bar = progress_bar(max_draws * chains, progress, "NUTS draws (until the target ESS)")
+        pieces, done = [], 0
+        while done < max_draws:
+            n = min(_BLOCK, max_draws - done)
+            runs = [self._run_chain(s, model_args, n, bar, (), None, batch) for s in states]
+            states = [r[0] for r in runs]
+            pieces.append(runs[0][1] if batch > 1 else jax.tree.map(lambda *a: np.stack(a), *[r[1] for r in runs]))
+            done += n
+            sites, extra = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *pieces)
+            if enough(sites):
+                break
+        bar.close()
+        ends = [_chain(states[0], c) for c in range(chains)] if batch > 1 else states
+        return sites, {k[len(self.prefix) :]: v for k, v in extra.items()}, ends
+
     def _run_chain(self, state, model_args, total, bar, stops, at_mark, batch=1):
         pieces, marked, done = [], [], 0
         while done < total:
@@ -256,7 +309,8 @@ _SAMPLERS: dict = {}  # compiled samplers kept per process (bigmali.utils.kept)
 
 def _sampler(model, model_args, config: NutsConfig) -> _Sampler:
     whiten = whitener(model, model_args)
-    return kept(_SAMPLERS, (whiten, config._replace(seed=0, progress=False)), lambda: _Sampler(whiten, config))
+    key = config._replace(seed=0, progress=False, draws=0, target_ess=None)  # what the compiled code depends on
+    return kept(_SAMPLERS, (whiten, key), lambda: _Sampler(whiten, config))
 
 
 def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOutput:
@@ -276,7 +330,16 @@ def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOut
     init = jax.random.normal(key_init, (config.chains, sampler.whiten.dim))
     keys = jax.random.split(key_run, config.chains)
     params = [{WHITENED_SITE: x} for x in init]
-    draws, extra, ends, _ = sampler.loop.run(keys, params, (center, chol, *model_args), config.draws, config.progress)
+    args = (center, chol, *model_args)
+    if config.target_ess:
+
+        def enough(draws):
+            sites = sampler.whiten.sites(center + jnp.asarray(draws[WHITENED_SITE]) @ chol.T)
+            return enough_draws({k: v for k, v in sites.items() if np.ndim(v) == 2}, config.target_ess)
+
+        draws, extra, ends = sampler.loop.run_until(keys, params, args, config.draws, config.progress, enough)
+    else:
+        draws, extra, ends, _ = sampler.loop.run(keys, params, args, config.draws, config.progress)
     sites = sampler.whiten.sites(center + jnp.asarray(draws.pop(WHITENED_SITE)) @ chol.T)
     samples = jax.tree.map(np.asarray, {**sites, **draws})
     c, L = np.asarray(center), np.asarray(chol)

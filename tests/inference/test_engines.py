@@ -1,7 +1,10 @@
 """The engine interface: the registry, configs as the one home of defaults, and the CLI built from them."""
 
+import json
+
 import pytest
 
+import bigmali
 from bigmali import cli
 from bigmali.inference import nuts
 from bigmali.inference.engines import ENGINES, MINIMUM, engine_for, make_config
@@ -35,6 +38,24 @@ def test_make_config_checks_options_before_any_work():
     assert make_config(engine, "full", {"target_accept": 0.9}).target_accept == 0.9
 
 
+def test_a_run_to_a_target_ess_records_the_draws_it_made(small_mock, prior):
+    run = bigmali.fit(
+        small_mock, prior=prior, chains=2, warmup=200, draws=1000, target_ess=150, mass_draws=0, progress=False
+    )
+    config = json.loads(run.attrs["config"])
+    drawn = run["posterior"].sizes["draw"]
+    assert drawn < 1000 and config["draws"] == drawn and config["max_draws"] == 1000 and config["target_ess"] == 150
+    result = bigmali.summary(run, influence=False)
+    assert all(min(p["ess_bulk"], p["ess_tail"]) >= 150 for p in result["parameters"].values())
+
+
+def test_target_ess_is_refused_for_models_with_per_halo_latents(prior):
+    catalog = bigmali.simulate(prior, n_halos=50, seed=1)
+    for method in ("nuts", "nuts_gibbs"):
+        with pytest.raises(ValueError, match="target_ess = 100: drawing until a target ESS is for the collapsed model"):
+            bigmali.fit(catalog, "latent_mass", method, prior=prior, target_ess=100, progress=False)
+
+
 def test_engine_for_refuses_unknown_names_and_models_it_cannot_fit():
     with pytest.raises(ValueError, match="method 'hmc': choose one of nuts"):
         engine_for("hmc", "collapsed")
@@ -59,3 +80,6 @@ def test_cli_flags_are_the_engines_options_with_their_defaults():
     # demo fits with NUTS: it offers NUTS's options only.
     demo = parser.parse_args(["demo"])
     assert set(demo.engine_options) == set(ENGINES["nuts"].config._fields) - set(cli.CLI_OWNED)
+    # ... and draws until a usable posterior unless told otherwise.
+    assert cli._fit_kwargs(demo)["target_ess"] == cli.DEMO_DEFAULTS["target_ess"]
+    assert cli._fit_kwargs(parser.parse_args(["demo", "--target-ess", "0"]))["target_ess"] == 0

@@ -6,6 +6,7 @@ import pytest
 import bigmali
 from bigmali.inference import nuts
 from bigmali.inference.engines import fit_data
+from bigmali.relation import HYPER_NAMES
 
 N_HALOS = 300
 CONFIG = nuts.NutsConfig(chains=2, warmup=60, draws=60, progress=False, target_accept=0.65, seed=4)
@@ -44,3 +45,31 @@ def test_vectorized_chains_give_the_sequential_draws(catalogs):
     # The warmup adapted each chain's own step size and mass matrix, and the draws moved.
     assert np.all(np.std(sequential.samples["alpha1"], axis=1) > 0)
     assert sequential.last_state["inverse_mass_matrix"].shape == (2, 4, 4)
+
+
+def test_target_ess_draws_rounds_until_every_parameter_reaches_it(catalogs):
+    data = catalogs[0]
+    config = CONFIG._replace(draws=1000, target_ess=150)
+    out = nuts.run_nuts(data.model_fn, data.model_args, config)
+    # The fixed-count runs' compiled sampler serves this one too.
+    assert nuts._sampler(data.model_fn, data.model_args, config) is nuts._sampler(
+        data.model_fn, data.model_args, CONFIG
+    )
+    draws = {name: out.samples[name] for name in HYPER_NAMES}
+    n = draws["alpha1"].shape[1]
+    assert n % nuts._BLOCK == 0 and n < config.draws  # stopped at the end of a round, before the maximum
+    assert out.stats["diverging"].shape == (2, n)
+    assert nuts.enough_draws(draws, config.target_ess)
+    if n > nuts._BLOCK:  # the round before was not enough
+        assert not nuts.enough_draws({k: v[:, : n - nuts._BLOCK] for k, v in draws.items()}, config.target_ess)
+
+
+def test_the_stopping_rule_asks_for_ess_and_r_hat():
+    rng = np.random.default_rng(1)
+    iid = {"a": rng.standard_normal((4, 400)), "b": rng.standard_normal((4, 400))}
+    # ArviZ gives these 1,456-1,652 bulk and tail ESS and R-hat 0.999-1.003.
+    assert nuts.enough_draws(iid, 1200) and not nuts.enough_draws(iid, 2400)
+    # One chain shifted by 0.5 sd: ESS still >= 161 but R-hat 1.028.
+    stuck = {**iid, "b": iid["b"] + np.array([0.0, 0.0, 0.0, 0.5])[:, None]}
+    assert not nuts.enough_draws(stuck, 100)
+    assert nuts.enough_draws({k: v[3:] for k, v in stuck.items()}, 100)  # one chain: no R-hat
