@@ -32,7 +32,7 @@ def _result(proc):
 
 
 def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
-    """Value and gradient at two points of a 3,001-halo mock: 4 forced host devices in one
+    """Value and gradient at two points of 3,001 halos: 4 forced host devices in one
     process, and two processes joined by jax.distributed (a coordinator on 127.0.0.1), against
     one device. Only the order of the sum differs: within 1e-10 relative (the issue's bound).
     One test, so the three processes run at once whichever worker runs it."""
