@@ -168,7 +168,6 @@ def make_config(engine: Engine, model: str, options: dict):
 
 def _run_nuts(data: FitData, config: nuts_engine.NutsConfig) -> Posterior:
     if data.model in LATENT_SITES:
-        _refuse_target_ess(data.model, config)
         return _run_nuts_latent(data, config, gibbs_site=None)
     out = nuts_engine.run_nuts(data.model_fn, data.model_args, config=config)
     return Posterior(out.samples, out.stats, _drawn(config, out), extras={"sampler_state": out.last_state})

@@ -213,39 +213,45 @@ class _Loop:
         else:
             self._block = jax.jit(block)
 
+    def _start(self, keys, params, model_args):
+        """Every chain's initial state (a key and initial ``params`` each): one state per chain
+        (sequential) or one state with a chain axis; and the batch size (1, or the chains)."""
+        states = [self._init(k, p, model_args) for k, p in zip(keys, params)]
+        if self.method == "sequential":
+            return states, 1
+        return [jax.tree.map(lambda *a: jnp.stack(a), *states)], len(states)
+
+    def _fields(self, extra: dict) -> dict:
+        return {k[len(self.prefix) :]: v for k, v in extra.items()}
+
     def run(self, keys, params, model_args, draws: int, progress: bool, marks=(), at_mark=None):
         """Warmup and ``draws`` for every chain (a key and initial ``params`` each): the draws'
         sites and fields, each (chain, draw, ...), every chain's last state, and
         ``at_mark(state)`` of every chain after each draw index in ``marks`` (chain, mark)."""
         total = self.warmup + draws
         stops = sorted({self.warmup + m + 1 for m in marks})
-        states = [self._init(k, p, model_args) for k, p in zip(keys, params)]
-        chains = len(states)
+        states, batch = self._start(keys, params, model_args)
+        chains = len(keys)
         bar = progress_bar(total * chains, progress, "NUTS")
-        if self.method == "sequential":
+        if batch == 1:
             runs = [self._run_chain(s, model_args, total, bar, stops, at_mark) for s in states]
             ends, marked = [r[0] for r in runs], [r[2] for r in runs]
             out = jax.tree.map(lambda *a: np.stack(a), *[r[1] for r in runs])
         else:
-            batched = jax.tree.map(lambda *a: jnp.stack(a), *states)
-            end, out, marked = self._run_chain(batched, model_args, total, bar, stops, at_mark, chains)
+            end, out, marked = self._run_chain(states[0], model_args, total, bar, stops, at_mark, batch)
             ends = [_chain(end, c) for c in range(chains)]
             marked = [[m[c] for m in marked] for c in range(chains)]
         bar.close()
         sites, extra = jax.tree.map(lambda a: a[:, self.warmup :], out)
-        extra = {k[len(self.prefix) :]: v for k, v in extra.items()}
-        return sites, extra, ends, marked
+        return sites, self._fields(extra), ends, marked
 
     def run_until(self, keys, params, model_args, max_draws: int, progress: bool, enough):
         """Warmup, then rounds of ``_BLOCK`` draws for every chain until ``enough(sites)`` (the
         draws so far, each (chain, draw, ...)) or ``max_draws``: sites and fields as :meth:`run`,
         and every chain's last state."""
-        states = [self._init(k, p, model_args) for k, p in zip(keys, params)]
-        chains = len(states)
+        states, batch = self._start(keys, params, model_args)
+        chains = len(keys)
         bar = progress_bar(self.warmup * chains, progress, "NUTS warmup")
-        batch = 1 if self.method == "sequential" else chains
-        if batch > 1:
-            states = [jax.tree.map(lambda *a: jnp.stack(a), *states)]
         states = [self._run_chain(s, model_args, self.warmup, bar, (), None, batch)[0] for s in states]
         bar.close()
         bar = progress_bar(max_draws * chains, progress, "NUTS draws (until the target ESS)")
@@ -261,7 +267,7 @@ class _Loop:
                 break
         bar.close()
         ends = [_chain(states[0], c) for c in range(chains)] if batch > 1 else states
-        return sites, {k[len(self.prefix) :]: v for k, v in extra.items()}, ends
+        return sites, self._fields(extra), ends
 
     def _run_chain(self, state, model_args, total, bar, stops, at_mark, batch=1):
         pieces, marked, done = [], [], 0
