@@ -122,9 +122,10 @@ def test_console_script_is_installed():
 
 def test_fit_command_writes_a_run_that_summary_reads(tmp_path, capsys):
     """``bigmali fit`` from start to finish, as a user types it, on a small mock (made and
-    summarised in this process; the fit runs as a command)."""
+    summarised in this process; the fit runs as a command). The mock has the shared mock's
+    size (conftest.py), so the command can load the programs the suite compiled."""
     catalog, out = tmp_path / "mock.fits", tmp_path / "run.nc"
-    assert cli.main(["simulate", "--out", str(catalog), "--n-halos", "200", "--seed", "2"]) == 0
+    assert cli.main(["simulate", "--out", str(catalog), "--n-halos", "1500", "--seed", "2"]) == 0
     done = run(
         "fit",
         str(catalog),
@@ -147,7 +148,7 @@ def test_fit_command_writes_a_run_that_summary_reads(tmp_path, capsys):
 
     fitted = bigmali.load_run(out)
     assert fitted["posterior"]["alpha1"].shape == (1, 40)
-    assert fitted["halo_mass"]["ln_mass"].shape[-1] == 200
+    assert fitted["halo_mass"]["ln_mass"].shape[-1] == 1500
     config = json.loads(fitted.attrs["config"])
     assert config["target_accept"] == 0.65 and config["warmup"] == 40  # the engine's default, the user's setting
     capsys.readouterr()
@@ -166,11 +167,11 @@ def test_fit_command_refuses_an_option_its_method_lacks(tmp_path, capsys):
 
 
 def test_demo_command_prints_the_recovery_table(tmp_path):
-    """The README's main job, at a small size."""
+    """The README's main job, at a small size (the shared mock's, as above)."""
     done = run(
         "demo",
         "--n-halos",
-        "200",
+        "1500",
         "--chains",
         "1",
         "--warmup",

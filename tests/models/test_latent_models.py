@@ -81,22 +81,12 @@ def test_mass_prior_distribution_matches_the_prior(prior):
         assert np.all(np.isneginf(fast[:, ~inside]))
 
 
-@pytest.fixture(scope="module")
-def mock_800(prior):
-    return bigmali.simulate(prior, n_halos=800, seed=33)
-
-
-@pytest.fixture(scope="module")
-def collapsed_800(mock_800, prior):
-    return bigmali.fit(mock_800, prior=prior, chains=2, warmup=300, draws=300, progress=False, mass_draws=0, seed=2)
-
-
 @pytest.mark.parametrize("model,method", [("latent_mass", "nuts"), ("full", "nuts"), ("latent_mass", "nuts_gibbs")])
-def test_latent_models_agree_with_collapsed(model, method, mock_800, collapsed_800, prior):
+def test_latent_models_agree_with_collapsed(model, method, small_mock, nuts_run, prior):
     """Posterior means within 0.25 collapsed sd (Monte Carlo error of the difference ~0.07 sd
     at these ESS), sds within 25%, R-hat <= 1.05 on 2 x 300 draws, and no divergences."""
     run = bigmali.fit(
-        mock_800,
+        small_mock,
         model=model,
         method=method,
         prior=prior,
@@ -107,7 +97,7 @@ def test_latent_models_agree_with_collapsed(model, method, mock_800, collapsed_8
         mass_draws=4,
         seed=3,
     )
-    got, ref = bigmali.summary(run), bigmali.summary(collapsed_800)
+    got, ref = bigmali.summary(run), bigmali.summary(nuts_run)
     assert got["divergences"] == 0
     for name in HYPERSEED._fields:
         p, r = got["parameters"][name], ref["parameters"][name]
@@ -116,32 +106,32 @@ def test_latent_models_agree_with_collapsed(model, method, mock_800, collapsed_8
         assert p["r_hat"] <= 1.05
     # The sampled masses themselves are kept for a few draws and follow the true masses.
     ln_mass = np.asarray(run["halo_mass"]["ln_mass"])
-    assert ln_mass.shape == (2, 2, 800)
+    assert ln_mass.shape == (2, 2, 1500)
     low, high = tabulated_ln_mass_range(prior)
     assert np.all((ln_mass >= float(low) - 1e-6) & (ln_mass <= float(high) + 1e-6))
-    resid = ln_mass.mean(axis=(0, 1)) - np.log(mock_800.mass)
+    resid = ln_mass.mean(axis=(0, 1)) - np.log(small_mock.mass)
     assert abs(resid.mean()) < 0.1 and resid.std() < 0.6
 
 
-def test_latent_models_are_fitted_with_nuts_only(mock_800, prior):
+def test_latent_models_are_fitted_with_nuts_only(small_mock, prior):
     with pytest.raises(ValueError, match="method 'svi': the latent_mass model is fitted with nuts or nuts_gibbs"):
-        bigmali.fit(mock_800, model="latent_mass", method="svi", prior=prior, progress=False)
+        bigmali.fit(small_mock, model="latent_mass", method="svi", prior=prior, progress=False)
     with pytest.raises(ValueError, match="method 'nuts_gibbs': the full model is fitted with nuts"):
-        bigmali.fit(mock_800, model="full", method="nuts_gibbs", prior=prior, progress=False)
+        bigmali.fit(small_mock, model="full", method="nuts_gibbs", prior=prior, progress=False)
     with pytest.raises(ValueError, match="use it with model='latent_mass'"):
-        bigmali.fit(mock_800, model="collapsed", method="nuts_gibbs", prior=prior, progress=False)
+        bigmali.fit(small_mock, model="collapsed", method="nuts_gibbs", prior=prior, progress=False)
 
 
 @pytest.mark.parametrize("model", ["collapsed", "latent_mass"])
-def test_extreme_halos_fit_without_divergences(model, mock_800, prior):
+def test_extreme_halos_fit_without_divergences(model, small_mock, prior):
     """Four halos 100x brighter or fainter than anything in the mock: finite draws, no
     divergences, chains that agree. (They do pull the relation: the bright pair sits beyond
     even the prior's 1e-30 background, so the model must explain it with the relation.)
     They replace four of the mock's halos, so the catalog keeps the mock's size and the
-    collapsed fit reuses the compiled sampler of ``collapsed_800``."""
+    fits share the compiled programs of the shared run and of tests/test_reproducibility.py."""
     from bigmali.catalog import Catalog
 
-    lum, z = mock_800.lum_obs.copy(), mock_800.z.copy()
+    lum, z = small_mock.lum_obs.copy(), small_mock.z.copy()
     lum[-4:] = [lum.max() * 100, lum.max() * 100, lum.min() / 100, lum.min() / 100]
     z[-4:] = [0.5, 3.0, 0.5, 0.05]
     catalog = Catalog.from_arrays(z=z, lum_obs=lum)
@@ -150,8 +140,8 @@ def test_extreme_halos_fit_without_divergences(model, mock_800, prior):
         model=model,
         prior=prior,
         chains=2,
-        warmup=300,
-        draws=300,
+        warmup=200,
+        draws=200,
         progress=False,
         mass_draws=0,
         log_likelihood=0,
