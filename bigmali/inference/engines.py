@@ -149,7 +149,8 @@ def check_counts(counts: dict) -> None:
 
 
 def make_config(engine: Engine, model: str, options: dict):
-    """The engine's config from ``options`` (names of its fields), checked before any work."""
+    """The engine's config from ``options`` (names of its fields), checked before any work.
+    Drawing to a target ESS without a warmup given warms up for ``TARGET_ESS_WARMUP``."""
     fields = engine.config._fields
     unknown = sorted(set(options) - set(fields))
     if unknown:
@@ -158,6 +159,8 @@ def make_config(engine: Engine, model: str, options: dict):
         )
     check_counts({name: (value, MINIMUM[name]) for name, value in options.items() if name in MINIMUM})
     config = engine.config(**options)
+    if getattr(config, "target_ess", None) and "warmup" not in options:
+        config = config._replace(warmup=nuts_engine.TARGET_ESS_WARMUP)
     if "target_accept" in fields and config.target_accept is None:
         config = config._replace(target_accept=nuts_engine.default_target_accept(model))
     return config

@@ -57,6 +57,14 @@ def default_target_accept(model: str) -> float:
     return TARGET_ACCEPT["collapsed" if model == "collapsed" else "latent"]
 
 
+TARGET_ESS_WARMUP = 200
+"""Warmup per chain when drawing to a target ESS and no warmup is given. The chains start at
+draws of the Laplace fit with its covariance as the mass matrix, so the warmup only tunes the
+step size and refines that matrix: at 115,919 halos, warmups of 100 and 200 both passed every
+convergence check with ESS >= 400. At 10^4 halos ``bigmali fit --target-ess 400`` took 36 s
+wall with it and 56 s with the fixed-count default of 1,000 (sampling 17 s against 37 s), for
+the same 200 draws per chain."""
+
 R_HAT_MAX = 1.01
 """Rank-normalised split R-hat at most this (Vehtari et al. 2021): the ``target_ess`` stopping
 rule's and the convergence diagnostics' threshold."""

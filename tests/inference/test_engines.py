@@ -36,15 +36,19 @@ def test_make_config_checks_options_before_any_work():
     assert make_config(engine, "collapsed", {}).target_accept == nuts.TARGET_ACCEPT["collapsed"]
     assert make_config(engine, "full", {}).target_accept == nuts.TARGET_ACCEPT["latent"]
     assert make_config(engine, "full", {"target_accept": 0.9}).target_accept == 0.9
+    # warmup: the short one when drawing to a target ESS, unless given; the fixed count's otherwise.
+    assert make_config(engine, "collapsed", {"target_ess": 400}).warmup == nuts.TARGET_ESS_WARMUP
+    assert make_config(engine, "collapsed", {"target_ess": 400, "warmup": 50}).warmup == 50
+    assert make_config(engine, "collapsed", {}).warmup == nuts.NutsConfig().warmup == 1000
+    assert make_config(engine, "collapsed", {"target_ess": 0}).warmup == 1000
 
 
 def test_a_run_to_a_target_ess_records_the_draws_it_made(small_mock, prior):
-    run = bigmali.fit(
-        small_mock, prior=prior, chains=2, warmup=200, draws=1000, target_ess=150, mass_draws=0, progress=False
-    )
+    run = bigmali.fit(small_mock, prior=prior, chains=2, draws=1000, target_ess=150, mass_draws=0, progress=False)
     config = json.loads(run.attrs["config"])
     drawn = run["posterior"].sizes["draw"]
     assert drawn < 1000 and config["draws"] == drawn and config["max_draws"] == 1000 and config["target_ess"] == 150
+    assert config["warmup"] == nuts.TARGET_ESS_WARMUP
     result = bigmali.summary(run, influence=False)
     assert all(min(p["ess_bulk"], p["ess_tail"]) >= 150 for p in result["parameters"].values())
 
