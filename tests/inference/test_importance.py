@@ -18,7 +18,7 @@ def mock(small_mock):
 @pytest.fixture(scope="module")
 def nuts_ref(mock, prior):
     return bigmali.fit(
-        mock, prior=prior, chains=2, warmup=300, draws=500, progress=False, mass_draws=0, log_likelihood=0, seed=4
+        mock, prior=prior, chains=2, warmup=200, draws=500, progress=False, mass_draws=0, log_likelihood=0, seed=4
     )
 
 
