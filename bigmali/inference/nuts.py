@@ -39,6 +39,7 @@ __all__ = [
     "default_target_accept",
     "TARGET_ACCEPT",
     "R_HAT_MAX",
+    "TARGET_ESS_WARMUP",
     "enough_draws",
 ]
 
