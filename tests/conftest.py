@@ -2,13 +2,17 @@
 
 Every test process of one run (pytest-xdist's workers and the CLI subprocesses they start)
 shares one fresh JAX compilation cache, so a program compiled by one is loaded by the others;
-a new run starts empty, as CI does. The shared NUTS run is made once per run too: the first
-worker to ask fits and saves it, the others load it.
+a new run starts empty, as CI does. The shared NUTS run is made once per run too: under
+pytest-xdist a process started beside the workers fits and saves it while they run other
+tests (a worker that needs it first waits for it); without xdist the first test to ask fits it.
 """
 
 import fcntl
 import os
+import subprocess
+import sys
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,9 +21,58 @@ import pytest
 import bigmali
 from bigmali.utils import CACHE_ENV, use_compilation_cache
 
-_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+# The controller names the run; its workers inherit the name through the environment.
+_run = os.environ.setdefault("BIGMALI_TEST_RUN", uuid.uuid4().hex[:12])
 os.environ[CACHE_ENV] = os.path.join(tempfile.gettempdir(), f"bigmali-test-jax-cache-{_run}")
 use_compilation_cache()
+
+SHARED_FIT = {"n_halos": 1500, "mock_seed": 21, "chains": 2, "warmup": 200, "draws": 200, "mass_draws": 4, "seed": 1}
+"""The shared NUTS run's settings (the ``small_mock`` and the fit of ``nuts_run``)."""
+
+_FIT_SHARED = """
+import json, sys
+import bigmali
+from bigmali.utils import use_compilation_cache
+use_compilation_cache()
+s = json.loads(sys.argv[2])
+prior = bigmali.load_mass_prior()
+mock = bigmali.simulate(prior, n_halos=s["n_halos"], seed=s["mock_seed"])
+run = bigmali.fit(mock, prior=prior, chains=s["chains"], warmup=s["warmup"], draws=s["draws"],
+                  progress=False, mass_draws=s["mass_draws"], seed=s["seed"])
+bigmali.save_run(run, sys.argv[1])
+"""
+
+
+def _shared_run_path() -> Path:
+    return Path(os.environ[CACHE_ENV] + "-nuts-run.nc")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, the controller starts the shared fit in a process of its own,
+    holding the run's lock until it has saved the run (the lock's file description passes
+    to the child, so no worker can take the lock first)."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    import json
+
+    lock = open(_shared_run_path().with_suffix(".lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    log = open(_shared_run_path().with_suffix(".log"), "w")
+    config._bigmali_shared_fit = subprocess.Popen(
+        [sys.executable, "-c", _FIT_SHARED, str(_shared_run_path()), json.dumps(SHARED_FIT)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        pass_fds=(lock.fileno(),),
+    )
+    lock.close()  # the child holds the lock until it exits
+    log.close()
+
+
+def pytest_unconfigure(config):
+    child = getattr(config, "_bigmali_shared_fit", None)
+    if child is not None and child.poll() is None:  # a run that never needed it (a subset)
+        child.kill()
+        child.wait()
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +88,7 @@ def prior_linear():
 @pytest.fixture(scope="session")
 def small_mock(prior):
     """1,500 halos from the hyperseed."""
-    return bigmali.simulate(prior, n_halos=1500, seed=21)
+    return bigmali.simulate(prior, n_halos=SHARED_FIT["n_halos"], seed=SHARED_FIT["mock_seed"])
 
 
 @contextmanager
@@ -52,13 +105,22 @@ def _locked(path: Path):
 @pytest.fixture(scope="session")
 def nuts_run(small_mock, prior):
     """Collapsed NUTS, 2 x (200 + 200), with per-halo masses at 4 draws and the log_likelihood
-    group: fitted by the first worker that asks and saved; every worker loads the saved run, so
-    all see the same object (tests/test_fit.py checks that a run loads as it was saved)."""
-    shared = Path(os.environ[CACHE_ENV] + "-nuts-run.nc")
+    group: fitted once per run (by the controller's child under xdist, else here) and saved;
+    every worker loads the saved run, so all see the same object (tests/test_fit.py checks
+    that a run loads as it was saved). Should the child fail, the worker fits it itself."""
+    s = SHARED_FIT
+    shared = _shared_run_path()
     with _locked(shared.with_suffix(".lock")):
         if not shared.exists():
             run = bigmali.fit(
-                small_mock, prior=prior, chains=2, warmup=200, draws=200, progress=False, mass_draws=4, seed=1
+                small_mock,
+                prior=prior,
+                chains=s["chains"],
+                warmup=s["warmup"],
+                draws=s["draws"],
+                progress=False,
+                mass_draws=s["mass_draws"],
+                seed=s["seed"],
             )
             bigmali.save_run(run, shared)
     return bigmali.load_run(shared)
