@@ -58,10 +58,10 @@ def pointwise_log_likelihood(
         data = fit_data(catalog, prior, "collapsed")
     tables, config = data.collapsed, data.quadrature
 
-    # Each draw costs its halos' terms and the quadrature's kernel (nodes x grid points, 250,000
-    # at the defaults): a block sized by the halos alone held 2,666 kernels (5 GB) at 1,500
-    # halos and took 5x as long per draw as blocks of 16.
-    block = max(1, LOG_LIK_BLOCK // (n + tables.node_x.shape[0] * config.n_grid))
+    # Each draw costs its halos' terms and the table interpolated to its w (tables x rho grid
+    # x 7 numbers, 200,000 at the defaults): a block sized by the halos alone would hold
+    # thousands of those at small N.
+    block = max(1, LOG_LIK_BLOCK // (n + 7 * tables.log_g.shape[0] * tables.log_g.shape[2]))
     out = np.empty((chains, picks.size, n))
     for c in range(chains):
         hyper = Hyper(*(jnp.asarray(np.asarray(samples[name])[c, picks], dtype=jnp.float64) for name in HYPER_NAMES))

@@ -26,7 +26,7 @@ _run = os.environ.setdefault("BIGMALI_TEST_RUN", uuid.uuid4().hex[:12])
 os.environ[CACHE_ENV] = os.path.join(tempfile.gettempdir(), f"bigmali-test-jax-cache-{_run}")
 use_compilation_cache()
 
-SHARED_FIT = {"n_halos": 1500, "mock_seed": 21, "chains": 2, "warmup": 200, "draws": 200, "mass_draws": 4, "seed": 1}
+SHARED_FIT = {"n_halos": 1500, "mock_seed": 21, "chains": 2, "warmup": 200, "draws": 300, "mass_draws": 4, "seed": 1}
 """The shared NUTS run's settings (the ``small_mock`` and the fit of ``nuts_run``)."""
 
 _FIT_SHARED = """
@@ -104,7 +104,7 @@ def _locked(path: Path):
 
 @pytest.fixture(scope="session")
 def nuts_run(small_mock, prior):
-    """Collapsed NUTS, 2 x (200 + 200), with per-halo masses at 4 draws and the log_likelihood
+    """Collapsed NUTS, 2 x (200 + 300), with per-halo masses at 4 draws and the log_likelihood
     group: fitted once per run (by the controller's child under xdist, else here) and saved;
     every worker loads the saved run, so all see the same object (tests/test_fit.py checks
     that a run loads as it was saved). Should the child fail, the worker fits it itself."""

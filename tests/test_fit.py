@@ -25,7 +25,7 @@ def test_nuts_run_has_the_arviz_groups(nuts_run):
     ):
         assert group in nuts_run.children, group
     assert set(HYPER_NAMES) <= set(nuts_run["posterior"].data_vars)
-    assert nuts_run["posterior"]["alpha1"].shape == (2, 200)
+    assert nuts_run["posterior"]["alpha1"].shape == (2, 300)
     assert nuts_run["halo_mass"]["ln_mass"].shape == (2, 2, 1500)
     assert nuts_run.attrs["model"] == "collapsed" and nuts_run.attrs["n_halos"] == 1500
 
@@ -62,7 +62,7 @@ def test_log_likelihood_group_is_the_collapsed_likelihood_and_serves_loo(nuts_ru
     from bigmali.models import collapsed
 
     values = nuts_run["log_likelihood"]["lum_obs"]
-    assert values.shape == (2, 200, 1500)
+    assert values.shape == (2, 300, 1500)
     post = nuts_run["posterior"]
     hyper = bigmali.Hyper(*(float(post[name][1, 37]) for name in HYPER_NAMES))
     data = collapsed.prepare_data(jnp.asarray(small_mock.z), jnp.asarray(small_mock.lum_obs), prior)
@@ -73,7 +73,7 @@ def test_log_likelihood_group_is_the_collapsed_likelihood_and_serves_loo(nuts_ru
     thinned, picks = bigmali.pointwise_log_likelihood(
         {k: np.asarray(post[k]) for k in HYPER_NAMES}, small_mock, prior, max_values=2 * 10 * 1500
     )
-    assert thinned.shape == (2, 10, 1500) and picks[0] == 0 and picks[-1] == 199
+    assert thinned.shape == (2, 10, 1500) and picks[0] == 0 and picks[-1] == 299
     np.testing.assert_allclose(thinned[:, 3], np.asarray(values[:, picks[3]]), rtol=1e-12)
 
 
@@ -85,10 +85,10 @@ def test_save_load_round_trip_and_extend(nuts_run, small_mock, prior, tmp_path):
     with pytest.raises(ValueError, match="pass it as prior="):
         bigmali.extend(back, small_mock, draws=5, progress=False, mass_draws=0)
     longer = bigmali.extend(back, small_mock, draws=50, prior=prior, progress=False, mass_draws=0)
-    assert longer["posterior"]["alpha1"].shape == (2, 250)
-    assert longer["log_likelihood"]["lum_obs"].shape == (2, 250, 1500)
+    assert longer["posterior"]["alpha1"].shape == (2, 350)
+    assert longer["log_likelihood"]["lum_obs"].shape == (2, 350, 1500)
     np.testing.assert_array_equal(
-        np.asarray(longer["posterior"]["alpha1"])[:, :200], np.asarray(nuts_run["posterior"]["alpha1"])
+        np.asarray(longer["posterior"]["alpha1"])[:, :300], np.asarray(nuts_run["posterior"]["alpha1"])
     )
 
 

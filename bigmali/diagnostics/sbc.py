@@ -114,15 +114,13 @@ def _fit_seed(key) -> int:
 
 def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
     """Collapsed NUTS through the NUTS engine, whose one compiled sampler serves every
-    dataset (all have ``n_halos`` halos), with a lighter quadrature than a fit's."""
+    dataset (all have ``n_halos`` halos, and one prior, so one theta-free table)."""
     from bigmali.inference.nuts import NutsConfig, run_nuts
     from bigmali.likelihood import quadrature
     from bigmali.models import collapsed
     from bigmali.utils import bind
 
-    # 160 r-grid points and 2-point Gauss-Legendre per knot interval keep each halo's
-    # ln-likelihood within ~1e-6 of the default quadrature at a lower cost.
-    model = bind(collapsed.model, config=quadrature.QuadratureConfig(n_grid=160, linear=prior.z_interp == "linear"))
+    model = bind(collapsed.model, config=quadrature.QuadratureConfig(linear=prior.z_interp == "linear"))
     config = NutsConfig(
         chains=1,
         warmup=settings.warmup,
@@ -133,7 +131,7 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
 
     def fit(mock, key):
         z, lum = jnp.asarray(mock.z), jnp.asarray(mock.lum_obs)
-        args = (z, lum, prior, quadrature.prepare(z, lum, prior, gl_order=2))
+        args = (z, lum, prior, quadrature.prepare(z, lum, prior))
         out = run_nuts(model, args, config._replace(seed=_fit_seed(key)))
         draws = np.stack([out.samples[name][0] for name in HYPER_NAMES], axis=1)
         return draws, None, int(out.stats["diverging"].sum())

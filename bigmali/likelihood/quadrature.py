@@ -10,35 +10,46 @@ over ``x = ln M``:
     \\qquad r_k = \\ln L_{obs,k} - \\alpha_1 - \\alpha_4 \\ln(1+z_k) + \\alpha_2 \\ln\\alpha_3,
 
 where ``q_b(x) = M P(M | z_b)`` is the prior per unit ln M, ``phi_sigma`` the normal
-density and ``sigma = sqrt(S^2 + sigma_obs^2)``. The integral depends on the halo only
-through its table ``b_k`` and its reduced observable ``r_k``, so it is computed in two steps:
+density and ``sigma = sqrt(S^2 + sigma_obs^2)``. With ``rho = r / alpha2`` (the ln M the
+halo's luminosity points at) and ``w = sigma / alpha2`` (the noise in ln M),
 
-1. **Per table, on a grid of r** (cost independent of the number of halos): the prior
-   is integrated with 2-point Gauss-Legendre on every knot interval (the prior is smooth
-   inside an interval of 0.023 in ln M against a kernel 0.45 wide), which makes
-   ``f_b(r_j) = sum_i Q_bi phi_sigma(r_j - alpha2 x_i)`` one matrix product of the fixed
-   prior weights ``Q`` with a kernel matrix. The grid spans the tabulated masses
-   +- ``k_sigma`` sigma with ``n_grid`` points (spacing about sigma / 5).
-2. **Per halo**, ``ln f_b`` is interpolated at ``r_k`` with a 6-point Lagrange stencil.
-   ``ln f`` is close to quadratic in r, and the interpolation error is ~1e-9 per halo.
+.. math::
 
-The defaults (2 nodes per interval, 300 grid points) keep the total log-likelihood of the
-115,919-halo mock within ~6e-4 of the exact value over the posterior's range, at 70% of the
-cost of 3 nodes and 480 points (which were within 2e-5). The tests hold every halo of a
-mock within 1e-7 of the exact value; ``benchmarks/collapsed.py`` checks the total.
+    \\int q_b(x)\\, \\varphi_\\sigma(r - \\alpha_2 x)\\, dx = \\frac{g_b(\\rho, w)}{\\alpha_2},
+    \\qquad g_b(\\rho, w) = (q_b * \\varphi_w)(\\rho),
 
-The 2017 background (constant density per unit M on [1, M_0 - 1] and
-[M_n + 1, 100 (M_n + 1)]) is integrated in closed form with ``log_ndtr`` on the grid and
-added in log space; the grid reaches ``k_sigma`` sigma beyond the background's top. Beyond
-the grid (extreme outliers only) the background dominates by many orders of magnitude and
-its closed form is used directly. It is what keeps an extreme outlier's likelihood finite
-and its gradient sane. Everything is in log space and float64.
+and ``g_b`` depends on the prior alone. So it is tabulated once, when the data are prepared:
 
-Gradients come from JAX's reverse mode through all of it.
+1. **The theta-free table** (:func:`prepare`, numpy, float64): ``ln g_b`` on a uniform grid
+   of rho (step 0.05 in ln M, the prior's support, background included, +- 16) and on
+   uniform levels of ln w (step 0.045 over w in [0.1, 4]). The prior is integrated with
+   2-point Gauss-Legendre on every knot interval (0.023 in ln M, against kernels at least
+   0.1 wide), each grid point's kernel shifted by its distance to the prior's support so
+   that the far tails keep their digits in log space. The 2017 background (constant
+   density per unit M on [1, M_0 - 1] and [M_n + 1, 100 (M_n + 1)]) is added in closed form
+   (``log_ndtr``). The table is cached per prior, gl order and grid.
+2. **Per theta**, ``ln g_b`` is interpolated along ln w to this theta's w (6-point Lagrange
+   on six planes of the table, a few hundred thousand multiply-adds), and
+3. **per halo**, at its rho with a 6-point Lagrange stencil, precomputed in monomial form so
+   that each halo costs one gather of six coefficients and a Horner evaluation.
+
+Nothing is exponentiated at run time, and the gradient in theta flows only through the
+six-plane interpolation and each halo's (rho, w). Against a brute-force quadrature each
+halo is within ~1e-7 (``benchmarks/collapsed.py`` checks the total at 115,919 halos).
+
+Theta whose w falls outside the table's levels gets ln-likelihood -inf (zero density): for
+sigma ~ 0.165 that is alpha2 outside [0.04, 1.6], hundreds of hyperprior sds away. A halo
+beyond the rho grid (more than 16 in ln M beyond the prior's support: 35 sigma at the
+hyperseed, a data error rather than a halo) continues the grid's edge as a Gaussian tail
+of width w: finite, with gradients of the right sign and size, but not exact. Only the
+first ``_MAX_BEYOND`` such halos get that continuation; the rest are held at the edge.
+
+Everything is in log space and float64. Gradients come from JAX's reverse mode.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import partial
 from typing import NamedTuple
@@ -46,15 +57,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import log_ndtr
+from scipy.special import log_ndtr
 
 from bigmali import relation
 from bigmali.mass_prior import MassPrior, density_between_knots, table_rows
 from bigmali.relation import Hyper
+from bigmali.utils import kept
 
 __all__ = [
     "CollapsedData",
     "QuadratureConfig",
+    "TableGrid",
     "prepare",
     "log_likelihood_halos",
     "log_likelihood",
@@ -65,21 +78,37 @@ __all__ = [
 
 _LN_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _STENCIL = np.arange(-2, 4)  # 6-point Lagrange stencil around the interval [i, i + 1]
-_MAX_BEYOND = 1024  # halos beyond the r grid given closed-form tails (see _log_f)
+_ORDER = len(_STENCIL)
+_MAX_BEYOND = 1024  # halos beyond the rho grid given the Gaussian continuation (see _log_g)
 
 
 class QuadratureConfig(NamedTuple):
-    """Static settings of the quadrature (hashable, so they can be jit-static).
+    """Static settings of the likelihood (hashable, so they can be jit-static).
 
     Attributes:
-        n_grid: points of the r grid per prior table (spacing about sigma / 5 by default).
-        k_sigma: the grid reaches this many sigma beyond the prior's support.
         linear: mix two tables per halo (the prior's ``z_interp="linear"``).
     """
 
-    n_grid: int = 300
-    k_sigma: float = 10.0
     linear: bool = False
+
+
+class TableGrid(NamedTuple):
+    """Where the theta-free table is tabulated (see the module docstring).
+
+    Attributes:
+        gl_order: Gauss-Legendre nodes per knot interval of the prior.
+        rho_step: step of the rho grid, in ln M.
+        reach: the rho grid reaches this far (ln M) beyond the prior's support.
+        w_min, w_max: the range of w = sigma / alpha2 tabulated.
+        ln_w_step: step of the ln w levels.
+    """
+
+    gl_order: int = 2
+    rho_step: float = 0.05
+    reach: float = 16.0
+    w_min: float = 0.1
+    w_max: float = 4.0
+    ln_w_step: float = 0.045
 
 
 class CollapsedData(NamedTuple):
@@ -89,11 +118,9 @@ class CollapsedData(NamedTuple):
         y: ln L_obs per halo.
         ln1pz: ln(1 + z) per halo.
         row_lo, row_hi, w_hi: the prior tables each halo mixes, ``(1 - w) P_lo + w P_hi``.
-        node_x: Gauss-Legendre nodes in ln M over the tabulated (non-background) knots.
-        node_q: (nz, n_nodes) prior probability carried by each node, per table.
-        x_lo, x_hi: ln M at the first and last non-background knot.
-        bg_log_c: (nz,) log background density per unit M per table (or empty).
-        bg_edges: ln M edges of the two background intervals (or empty).
+        log_g: (nz, n_levels, n_rho) the theta-free table ``ln g_b(rho_i, w_j)``.
+        rho0, rho_step: the rho grid, ``rho_i = rho0 + i rho_step``.
+        ln_w0, ln_w_step: the ln w levels, ``ln w_j = ln_w0 + j ln_w_step``.
     """
 
     y: jax.Array
@@ -101,16 +128,16 @@ class CollapsedData(NamedTuple):
     row_lo: jax.Array
     row_hi: jax.Array
     w_hi: jax.Array
-    node_x: jax.Array
-    node_q: jax.Array
-    x_lo: jax.Array
-    x_hi: jax.Array
-    bg_log_c: jax.Array
-    bg_edges: jax.Array
+    log_g: jax.Array
+    rho0: jax.Array
+    rho_step: jax.Array
+    ln_w0: jax.Array
+    ln_w_step: jax.Array
 
 
-def prepare(z, lum_obs, prior: MassPrior, gl_order: int = 2) -> CollapsedData:
-    """Precompute the halo constants and the prior's quadrature weights (numpy, float64)."""
+def _prior_nodes(prior: MassPrior, gl_order: int):
+    """Gauss-Legendre nodes in ln M over the tabulated (non-background) knot intervals and
+    the prior probability each carries, per table: (n_nodes,), (nz, n_nodes)."""
     mass = np.asarray(prior.mass, dtype=np.float64)
     density = np.asarray(prior.density, dtype=np.float64)
     lo_knot, hi_knot = (1, mass.size - 2) if prior.background is not None else (0, mass.size - 1)
@@ -122,66 +149,88 @@ def prepare(z, lum_obs, prior: MassPrior, gl_order: int = 2) -> CollapsedData:
     node_w = (0.5 * width[:, None] * w).ravel()
     rows = np.arange(density.shape[0])[:, None]
     p_node = np.asarray(density_between_knots(prior, jnp.asarray(node_x)[None, :], rows, rows, 0.0))
-    node_q = node_w * np.exp(node_x) * p_node
+    return node_x, node_w * np.exp(node_x) * p_node
+
+
+def _np_log_diff_ndtr(lo, hi):
+    """ln(Phi(hi) - Phi(lo)) for lo < hi, stable in both tails (numpy)."""
+    flip = hi + lo > 0  # reflect to the side where Phi is small
+    upper, lower = np.where(flip, -lo, hi), np.where(flip, -hi, lo)
+    a, b = log_ndtr(upper), log_ndtr(lower)
+    return a + np.log1p(-np.exp(np.minimum(b - a, -1e-300)))
+
+
+def _build_table(prior: MassPrior, grid: TableGrid):
+    """ln g_b(rho_i, w_j) for every prior table b (numpy): the table, rho0 and the levels' ln w0."""
+    node_x, node_q = _prior_nodes(prior, grid.gl_order)
+    mass = np.asarray(prior.mass, dtype=np.float64)
     if prior.background is not None:
-        bg_log_c = np.log(density[:, 0])
+        bg_log_c = np.log(np.asarray(prior.density, dtype=np.float64)[:, 0])
         bg_edges = np.log(mass[[0, 1, -2, -1]])
+        bottom, top = bg_edges[0], bg_edges[3]
     else:
-        bg_log_c = np.zeros(0)
-        bg_edges = np.zeros(0)
+        bottom, top = math.log(mass[0]), math.log(mass[-1])
+    rho0 = bottom - grid.reach
+    rho = rho0 + grid.rho_step * np.arange(int(math.ceil((top - bottom + 2 * grid.reach) / grid.rho_step)) + 1)
+    ln_w = np.arange(math.log(grid.w_min), math.log(grid.w_max) + grid.ln_w_step, grid.ln_w_step)
+    # Each grid point's kernel is shifted by its (squared, scaled) distance to the nodes'
+    # range, so that the largest kernel entry is about 1 and far tails keep their digits.
+    gap = np.maximum(np.maximum(node_x.min() - rho, rho - node_x.max()), 0.0)
+    table = np.empty((node_q.shape[0], ln_w.size, rho.size))
+    for j, lw in enumerate(ln_w):
+        w = math.exp(lw)
+        u = (rho[None, :] - node_x[:, None]) / w
+        shift = 0.5 * (gap / w) ** 2
+        kernel = np.exp(np.maximum(shift[None, :] - 0.5 * u * u, -700.0))
+        with np.errstate(divide="ignore"):
+            main = np.log(node_q @ kernel) - shift[None, :] - lw - _LN_SQRT_2PI
+        if prior.background is not None:
+            # The background's integral over each interval [x_a, x_b] of c e^x phi_w(rho - x):
+            # c e^(rho + w^2/2) [Phi((x_b - rho - w^2)/w) - Phi((x_a - rho - w^2)/w)].
+            def piece(xa, xb, w=w):
+                return _np_log_diff_ndtr((xa - rho - w * w) / w, (xb - rho - w * w) / w)
+
+            bg = bg_log_c[:, None] + (rho + 0.5 * w * w)[None, :]
+            bg = bg + np.logaddexp(piece(bg_edges[0], bg_edges[1]), piece(bg_edges[2], bg_edges[3]))[None, :]
+            main = np.logaddexp(main, bg)
+        table[:, j, :] = np.maximum(main, -1e300)  # a table row with no prior mass stays finite
+    return jnp.asarray(table), rho0, ln_w[0]  # one device array, shared by every catalog
+
+
+_TABLES: dict = {}  # theta-free tables kept per process (bigmali.utils.kept)
+
+
+def _prior_key(prior: MassPrior) -> str:
+    digest = hashlib.sha256()
+    for values in (prior.mass, prior.density, prior.z_grid):
+        digest.update(np.ascontiguousarray(np.asarray(values), dtype="<f8").tobytes())
+    digest.update(repr(prior.background).encode())
+    return digest.hexdigest()
+
+
+def prepare(z, lum_obs, prior: MassPrior, grid: TableGrid = TableGrid()) -> CollapsedData:
+    """The halo constants and the prior's theta-free table (built once per prior and grid)."""
+    table, rho0, ln_w0 = kept(_TABLES, (_prior_key(prior), grid), lambda: _build_table(prior, grid), size=4)
     z = jnp.asarray(z, dtype=jnp.float64)
     row_lo, row_hi, w_hi = table_rows(prior, z)
+    scalar = partial(jnp.asarray, dtype=jnp.float64)
     return CollapsedData(
         y=jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64)),
         ln1pz=jnp.log1p(z),
         row_lo=row_lo,
         row_hi=row_hi,
         w_hi=w_hi,
-        node_x=jnp.asarray(node_x),
-        node_q=jnp.asarray(node_q),
-        x_lo=jnp.asarray(np.log(mass[lo_knot])),
-        x_hi=jnp.asarray(np.log(mass[hi_knot])),
-        bg_log_c=jnp.asarray(bg_log_c),
-        bg_edges=jnp.asarray(bg_edges),
+        log_g=table,
+        rho0=scalar(rho0),
+        rho_step=scalar(grid.rho_step),
+        ln_w0=scalar(ln_w0),
+        ln_w_step=scalar(grid.ln_w_step),
     )
 
 
 def reduced_observable(hyper: Hyper, data: CollapsedData):
     """``r_k = ln L_obs - ln mu_L(M = 1, z_k)``, so that ``r = alpha2 ln M + noise``."""
     return relation.reduced_observable(data.y, data.ln1pz, hyper)
-
-
-def _grid(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
-    """The r grid: ``r_j = r0 + j h`` over the support (background included) +- k_sigma sigma."""
-    sigma = relation.sigma_total(hyper.S)
-    top = data.bg_edges[3] if data.bg_edges.shape[0] else data.x_hi
-    r0 = hyper.alpha2 * data.x_lo - config.k_sigma * sigma
-    r1 = hyper.alpha2 * top + config.k_sigma * sigma
-    return sigma, r0, (r1 - r0) / (config.n_grid - 1)
-
-
-def _table(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
-    """ln f_b(r_j) on the grid for every prior table b: the tabulated masses' part and the
-    background's part (None without a background), each of shape (nz, n_grid)."""
-    sigma, r0, h = _grid(hyper, data, config)
-    r = r0 + h * jnp.arange(config.n_grid, dtype=jnp.float64)
-    u = (r[None, :] - hyper.alpha2 * data.node_x[:, None]) / sigma
-    # Kernel entries below e^-600 are set to zero: left alone, exp() would produce
-    # subnormal numbers, which x86 processes 10-100x slower (the cost of a likelihood
-    # evaluation then swings with sigma). They are 1e-260 of the peak and change nothing.
-    half_u2 = 0.5 * u * u
-    kernel = jnp.where(half_u2 < 600.0, jnp.exp(-jnp.minimum(half_u2, 600.0)), 0.0)
-    # The 1e-300 floor keeps ln finite (and its gradient zero) where no node reaches.
-    log_main = jnp.log(data.node_q @ kernel + 1e-300) - jnp.log(sigma) - _LN_SQRT_2PI
-    if not data.bg_edges.shape[0]:
-        return log_main, None
-    return log_main, _log_background(hyper, data, r[None, :], jnp.arange(data.node_q.shape[0])[:, None])
-
-
-def _log_ndtr_far_left(u):
-    """ln Phi(u) for u <= -9 by its asymptotic series (relative error below 2e-6 there)."""
-    inv2 = 1.0 / (u * u)
-    return -0.5 * u * u - jnp.log(-u) - _LN_SQRT_2PI + jnp.log1p(inv2 * (-1.0 + inv2 * (3.0 - 15.0 * inv2)))
 
 
 def _monomial_matrix() -> np.ndarray:
@@ -194,117 +243,75 @@ def _monomial_matrix() -> np.ndarray:
 _MONOMIAL = _monomial_matrix()
 
 
-def _log_f(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, tables, r, rows):
-    """ln f_rows(r): Lagrange interpolation on the grid, closed forms beyond it.
+def _at_w(data: CollapsedData, ln_w):
+    """ln g_b on the rho grid at this ln w (6-point Lagrange across the table's levels), and
+    whether ln w lies within the levels."""
+    n_levels = data.log_g.shape[1]
+    u = (ln_w - data.ln_w0) / data.ln_w_step
+    first, last = -int(_STENCIL[0]), n_levels - 1 - int(_STENCIL[-1])
+    inside = (u >= 0) & (u <= n_levels - 1)
+    j = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
+    weights = jnp.stack([(u - j) ** p for p in range(_ORDER)]) @ _MONOMIAL.T
+    planes = jax.lax.dynamic_slice_in_dim(data.log_g, j + int(_STENCIL[0]), _ORDER, axis=1)
+    return jnp.einsum("a,bar->br", weights, planes), inside
 
-    The interpolating polynomial of every grid interval is precomputed in monomial form
-    (a small table), so each halo costs one contiguous gather and a Horner evaluation.
 
-    Beyond the grid only extreme outliers remain, and the two parts are continued apart.
-    The tabulated masses' part continues as a Gaussian tail (curvature -1 / (2 sigma^2))
-    from the grid's edge; it is negligible there whenever a background exists. The
-    background's part is its closed form: below the grid, linear in r with slope
-    1 / alpha2 (the low background interval holds the whole kernel); above it, the top
-    interval's normal CDF in its far tail (asymptotic series, the grid's edge is k_sigma
-    sigma beyond the interval).
-    """
-    log_main, log_bg = tables
-    log_f_table = log_main if log_bg is None else jnp.logaddexp(log_main, log_bg)
-    sigma, r0, h = _grid(hyper, data, config)
-    n_left, n_right = -int(_STENCIL[0]), int(_STENCIL[-1])
-    first, last = n_left, config.n_grid - 1 - n_right  # the stencil must stay on the grid
-    n_int = last - first + 1
-    windows = jnp.stack([log_f_table[:, first + s : first + s + n_int] for s in _STENCIL], axis=-1)
-    coef = (windows @ _MONOMIAL).reshape(-1, len(_STENCIL))  # (nz * n_int, degree + 1)
-    u = (r - r0) / h
-    i = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
-    t = u - i
-    c = coef[rows * n_int + (i - first)]
-    # Horner at t clamped into the interval: beyond the grid's ends (t outside [0, 1]) this
-    # holds the edge value, which the closed forms below replace.
+def _log_g(data: CollapsedData, log_g, w, rho, rows):
+    """ln g_rows(rho): Lagrange interpolation on the rho grid; beyond it, the edge continued
+    as a Gaussian tail of width w (the first _MAX_BEYOND such halos)."""
+    n_rho = log_g.shape[1]
+    n_int = n_rho - _ORDER + 1  # intervals [i + 2, i + 3] with the whole stencil on the grid
+    windows = jnp.stack([log_g[:, s : s + n_int] for s in range(_ORDER)], axis=-1)
+    coef = (windows @ _MONOMIAL).reshape(-1, _ORDER)  # (nz * n_int, degree + 1)
+    v = (rho - data.rho0) / data.rho_step + _STENCIL[0]
+    i = jnp.clip(jnp.floor(v), 0, n_int - 1).astype(jnp.int32)
+    t = v - i
+    c = coef[rows * n_int + i]
+    # Horner at t clamped into the interval: beyond the grid's ends this holds the edge
+    # value, which the continuation below replaces.
     tc = jnp.clip(t, 0.0, 1.0)
     values = c[:, -1]
-    for p in range(len(_STENCIL) - 2, -1, -1):
+    for p in range(_ORDER - 2, -1, -1):
         values = values * tc + c[:, p]
     beyond = (t < 0.0) | (t > 1.0)
-    # Per table: the main part at the grid's first two and last two points, and the
-    # background's first value and level.
-    per_table = [log_main[:, first], log_main[:, first + 1], log_main[:, last + 1], log_main[:, last]]
-    if log_bg is not None:
-        per_table += [log_bg[:, first], data.bg_log_c]
-    per_table = jnp.stack(per_table, axis=1)
+    # The covered range ends where the first and last intervals do (the stencil needs two
+    # grid points below and three above): its two end points on each side, per table.
+    lo, hi = -int(_STENCIL[0]), n_int - 1 - int(_STENCIL[0]) + 1
+    edges = jnp.stack([log_g[:, lo], log_g[:, lo + 1], log_g[:, hi], log_g[:, hi - 1]], axis=1)
 
-    def tails(t_k, r_k, rows_k):
+    def tails(t_k, rows_k):
         below = t_k < 0.0
-        p = per_table[rows_k]
-        d = jnp.where(below, t_k, t_k - 1.0) * h  # signed distance beyond the grid's edge
-        m_edge = jnp.where(below, p[:, 0], p[:, 2])
-        slope = jnp.where(below, p[:, 1] - p[:, 0], p[:, 2] - p[:, 3]) / h
-        tail = m_edge + slope * d - 0.5 * d * d / (sigma * sigma)
-        if log_bg is None:
-            return tail
-        a2 = hyper.alpha2
-        shift = sigma * sigma / a2
-        bg_below = p[:, 4] + d / a2
-        u_top = (a2 * data.bg_edges[3] - r_k - shift) / sigma
-        bg_above = p[:, 5] - jnp.log(a2) + r_k / a2 + 0.5 * shift / a2 + _log_ndtr_far_left(jnp.minimum(u_top, -9.0))
-        return jnp.logaddexp(tail, jnp.where(below, bg_below, bg_above))
+        e = edges[rows_k]
+        d = jnp.where(below, t_k, t_k - 1.0) * data.rho_step  # signed distance beyond the edge
+        edge = jnp.where(below, e[:, 0], e[:, 2])
+        slope = jnp.where(below, e[:, 1] - e[:, 0], e[:, 2] - e[:, 3]) / data.rho_step
+        return edge + slope * d - 0.5 * d * d / (w * w)
 
-    # The tails cost a few logarithms per halo, which would triple the cost of the whole
-    # likelihood if computed for every halo (jnp.where evaluates both sides, a lax.cond
-    # between the two made the gradient 4x slower still, and even a polynomial continuation
-    # for every halo cost 25%). So only the first _MAX_BEYOND halos beyond the grid get the
-    # closed forms; a catalog with more extreme outliers than that holds the rest at the
-    # grid's edge value (finite, with no gradient: such a halo then weighs on nothing).
+    # The continuation for every halo would cost a gather per halo; only the first
+    # _MAX_BEYOND halos beyond the grid get it (a catalog with more such halos holds the
+    # rest at the grid's edge value: finite, with no gradient).
     if values.shape[0] <= _MAX_BEYOND:
-        return jnp.where(beyond, tails(t, r, rows), values)
+        return jnp.where(beyond, tails(t, rows), values)
     (k,) = jnp.nonzero(beyond, size=_MAX_BEYOND, fill_value=0)
-    return values.at[k].set(jnp.where(beyond[k], tails(t[k], r[k], rows[k]), values[k]))
-
-
-def _log_diff_ndtr(lo, hi):
-    """ln(Phi(hi) - Phi(lo)) for lo < hi, stable in both tails."""
-    flip = hi + lo > 0  # reflect to the side where Phi is small
-    upper = jnp.where(flip, -lo, hi)
-    lower = jnp.where(flip, -hi, lo)
-    a, b = log_ndtr(upper), log_ndtr(lower)
-    return a + jnp.log1p(-jnp.exp(jnp.minimum(b - a, -1e-300)))
-
-
-def _log_background(hyper: Hyper, data: CollapsedData, r, rows):
-    """ln of the integral over the two constant-density background intervals.
-
-    .. math:: \\int_{x_a}^{x_b} c\\, e^x \\varphi_\\sigma(r - \\alpha_2 x)\\, dx =
-        \\frac{c}{\\alpha_2} e^{r/\\alpha_2 + \\sigma^2 / 2\\alpha_2^2}
-        \\bigl[\\Phi(U_b) - \\Phi(U_a)\\bigr], \\quad
-        U = (\\alpha_2 x - r - \\sigma^2/\\alpha_2) / \\sigma
-    """
-    sigma = relation.sigma_total(hyper.S)
-    a2 = hyper.alpha2
-    shift = sigma * sigma / a2
-    base = data.bg_log_c[rows] - jnp.log(a2) + r / a2 + 0.5 * shift / a2
-    edges = data.bg_edges
-
-    def piece(xa, xb):
-        return _log_diff_ndtr((a2 * xa - r - shift) / sigma, (a2 * xb - r - shift) / sigma)
-
-    return base + jnp.logaddexp(piece(edges[0], edges[1]), piece(edges[2], edges[3]))
+    return values.at[k].set(jnp.where(beyond[k], tails(t[k], rows[k]), values[k]))
 
 
 @partial(jax.jit, static_argnames="config")
 def log_likelihood_halos(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
     """``ln P(L_obs,k | theta)`` for every halo (per unit L_obs), mass integrated out."""
     hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
-    r = reduced_observable(hyper, data)
-    table = _table(hyper, data, config)
-    value = _log_f(hyper, data, config, table, r, data.row_lo)
+    a2 = hyper.alpha2
+    w = relation.sigma_total(hyper.S) / a2
+    log_g, inside = _at_w(data, jnp.log(w))
+    rho = reduced_observable(hyper, data) / a2
+    value = _log_g(data, log_g, w, rho, data.row_lo)
     if config.linear:
-        upper = _log_f(hyper, data, config, table, r, data.row_hi)
-        w = data.w_hi
+        upper = _log_g(data, log_g, w, rho, data.row_hi)
+        mix = data.w_hi
         value = jnp.logaddexp(
-            jnp.log1p(-w) + value, jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)) + upper, -jnp.inf)
+            jnp.log1p(-mix) + value, jnp.where(mix > 0, jnp.log(jnp.where(mix > 0, mix, 1.0)) + upper, -jnp.inf)
         )
-    return value - data.y
+    return jnp.where(inside, value - jnp.log(a2) - data.y, -jnp.inf)
 
 
 def log_likelihood(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):

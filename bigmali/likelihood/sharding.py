@@ -3,7 +3,7 @@
 The per-halo arrays of :class:`~bigmali.likelihood.quadrature.CollapsedData` (``y``,
 ``ln1pz``, the table rows and weights) are placed on a one-axis :class:`jax.sharding.Mesh`
 named ``"halos"`` with a ``NamedSharding``; the prior's quadrature tables are replicated.
-The total is a ``jax.shard_map``: each device computes the r-grid table itself (it does not
+The total is a ``jax.shard_map``: each device interpolates the prior's table to theta itself (it does not
 depend on the halos) and its own halos' terms, and one ``psum`` adds the devices' sums.
 Nothing here is home-made communication: the devices are JAX's, and beyond one
 machine the processes are joined by :func:`jax.distributed.initialize`.
@@ -112,7 +112,7 @@ def log_likelihood(
 
 @lru_cache(maxsize=16)
 def _sharded_total(mesh: Mesh, config: QuadratureConfig):
-    """Each device computes the r-grid table (it does not depend on the halos) and its own
+    """Each device interpolates the prior's table to theta (it does not depend on the halos) and its own
     halos' weighted sum, by :func:`~bigmali.likelihood.quadrature.log_likelihood_halos`
     unchanged; one all-reduce adds the sums. (Left to GSPMD, the partitioned per-halo gather
     and tail correction ran 80x slower than one device.)"""
