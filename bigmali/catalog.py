@@ -2,16 +2,17 @@
 
 A catalog has one row per halo (galaxy) and these columns:
 
-=========  ========  ===========================================================
-column     required  meaning
-=========  ========  ===========================================================
-z          yes       redshift, 0 <= z <= the mass prior's largest redshift
-lum_obs    yes       observed luminosity, > 0 (on the 2017 catalogs' scale, see below)
-ra         no        right ascension in degrees, [0, 360)
-dec        no        declination in degrees, [-90, 90]
-mass       no        true halo mass in Msun (mocks only)
-lum        no        true luminosity (mocks only)
-=========  ========  ===========================================================
+===========  ========  =========================================================
+column       required  meaning
+===========  ========  =========================================================
+z            yes       redshift, 0 <= z <= the mass prior's largest redshift
+lum_obs      yes       observed luminosity, > 0 (on the 2017 catalogs' scale, see below)
+ra           no        right ascension in degrees, [0, 360)
+dec          no        declination in degrees, [-90, 90]
+mass         no        true halo mass in Msun (mocks only)
+lum          no        true luminosity (mocks only)
+lum_obs_err  no        this halo's measurement error: the sd of ln L_obs, > 0
+===========  ========  =========================================================
 
 Other columns (ids, magnitudes, ...) are carried along untouched. Formats: FITS, ECSV and
 CSV through astropy (CSV lines starting with ``#`` are comments), and the whitespace text
@@ -28,6 +29,8 @@ would rename or keep one of them silently.
   without a unit, degrees are assumed.
 - ``mass``: any mass (``kg``, ``Msun``) is converted to Msun; units with ``h`` are refused.
 - ``z``: dimensionless (or astropy's ``redshift``).
+- ``lum_obs_err``: dimensionless (an sd of a natural logarithm); no model uses it yet, so
+  :func:`bigmali.fit` refuses a catalog that has it rather than ignore it.
 - ``lum_obs``, ``lum``: **the luminosity unit is the 2017 catalogs' own.** The relation's
   normalisation ``alpha1`` and its hyperprior (Reddick et al. 2013, applied in natural log
   as the 2017 code did) are calibrated on that scale, which has no stated physical unit.
@@ -65,7 +68,7 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = ("z", "lum_obs")
-OPTIONAL_COLUMNS = ("ra", "dec", "mass", "lum")
+OPTIONAL_COLUMNS = ("ra", "dec", "mass", "lum", "lum_obs_err")
 TEXT_2017_COLUMNS = ("z", "lum_obs", "mass", "ra", "dec")
 DEFAULT_Z_MAX = Z_GRID_2017[-1]
 """Largest redshift of the default (2017) mass prior."""
@@ -159,6 +162,10 @@ def _catalog_unit(values: np.ndarray, unit, name: str, where: str) -> tuple[np.n
             return (values * unit).to_value(u.dimensionless_unscaled, equivalencies=cu.dimensionless_redshift()), None
         except u.UnitConversionError:
             raise ValueError(f"{head}: a redshift has no unit") from None
+    if name == "lum_obs_err":
+        if unit.is_equivalent(u.dimensionless_unscaled):
+            return (values * unit).to_value(u.dimensionless_unscaled), None
+        raise ValueError(f"{head}: it is the sd of ln L_obs, a number without a unit")
     # lum_obs and lum
     if unit.is_equivalent(u.dimensionless_unscaled):
         return (values * unit).to_value(u.dimensionless_unscaled), None
@@ -231,6 +238,7 @@ def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, sourc
             "lum_obs": (values <= 0, "must be > 0 (luminosities are positive)"),
             "lum": (values <= 0, "must be > 0 (luminosities are positive)"),
             "mass": (values <= 0, "must be > 0 (masses are positive)"),
+            "lum_obs_err": (values <= 0, "must be > 0 (it is the sd of ln L_obs)"),
             "ra": ((values < 0) | (values >= 360), "must lie in [0, 360) degrees"),
             "dec": ((values < -90) | (values > 90), "must lie in [-90, 90] degrees"),
         }
@@ -286,12 +294,22 @@ class Catalog:
         dec=None,
         mass=None,
         lum=None,
+        lum_obs_err=None,
         meta=None,
         z_max: float | None = DEFAULT_Z_MAX,
         **extra,
     ) -> Catalog:
         """Build a catalog from arrays; columns of different lengths raise ``ValueError``."""
-        columns = {"z": z, "lum_obs": lum_obs, "ra": ra, "dec": dec, "mass": mass, "lum": lum, **extra}
+        columns = {
+            "z": z,
+            "lum_obs": lum_obs,
+            "ra": ra,
+            "dec": dec,
+            "mass": mass,
+            "lum": lum,
+            "lum_obs_err": lum_obs_err,
+            **extra,
+        }
         # Quantities keep their unit, so that validation converts or refuses it.
         columns = {
             k: np.atleast_1d(v) if isinstance(v, u.Quantity) else np.atleast_1d(np.asarray(v))
@@ -323,6 +341,9 @@ class Catalog:
     dec = property(lambda self: self._column("dec"), doc="Declinations in degrees, or None.")
     mass = property(lambda self: self._column("mass"), doc="True masses in Msun (mocks), or None.")
     lum = property(lambda self: self._column("lum"), doc="True luminosities (mocks), or None.")
+    lum_obs_err = property(
+        lambda self: self._column("lum_obs_err"), doc="Per-halo sd of ln L_obs (measurement errors), or None."
+    )
 
     @property
     def meta(self) -> dict:

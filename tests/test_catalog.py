@@ -149,6 +149,8 @@ def test_columns_of_different_lengths_through_the_api():
         (dict(z=[0.1], lum_obs=[1.0], mass=[0.0]), "column 'mass', row 0"),
         (dict(z=[0.1], lum_obs=[1.0], ra=[361.0], dec=[0.0]), "column 'ra', row 0: value 361.0"),
         (dict(z=[0.1], lum_obs=[1.0], ra=[1.0]), "'dec' is missing"),
+        (dict(z=[0.1, 0.2], lum_obs=[1.0, 2.0], lum_obs_err=[0.1, 0.0]), "column 'lum_obs_err', row 1: value 0.0"),
+        (dict(z=[0.1, 0.2], lum_obs=[1.0, 2.0], lum_obs_err=[np.inf, 0.1]), "column 'lum_obs_err', row 0: value inf"),
     ],
 )
 def test_api_errors_name_column_row_and_value(kwargs, expected):
@@ -183,3 +185,14 @@ def test_a_bad_row_is_never_dropped(tmp_path):
     np.savetxt(path, np.column_stack([z, lum]))
     with pytest.raises(ValueError, match="row 7777"):
         read_catalog(path)
+
+
+def test_per_halo_errors_round_trip_and_refuse_a_unit(tmp_path):
+    catalog = Catalog.from_arrays(z=[0.1, 0.2, 0.3], lum_obs=[1e4, 2e4, 3e4], lum_obs_err=[0.02, 0.1, 0.3])
+    assert "lum_obs_err" in catalog.summary()
+    back = read_catalog(write_catalog(catalog, tmp_path / "errors.fits"))
+    np.testing.assert_array_equal(back.lum_obs_err, [0.02, 0.1, 0.3])
+    table = Table({"z": [0.1], "lum_obs": [1e4], "lum_obs_err": [0.1]})
+    table["lum_obs_err"].unit = "mag"
+    with pytest.raises(ValueError, match="column 'lum_obs_err' has unit 'mag': it is the sd of ln L_obs"):
+        Catalog(table)

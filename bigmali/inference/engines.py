@@ -27,7 +27,7 @@ from bigmali.likelihood.quadrature import QuadratureConfig
 from bigmali.mass_prior import MassPrior
 from bigmali.models import LATENT_SITES, MODELS, collapsed
 from bigmali.models.common import HYPER_SITES
-from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD
+from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, SIGMA_OBS
 from bigmali.utils import bind
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "make_config",
     "option_defaults",
     "check_counts",
+    "check_noise",
 ]
 
 MINIMUM = {
@@ -71,8 +72,20 @@ class FitData(NamedTuple):
     quadrature: QuadratureConfig | None = None
 
 
+def check_noise(catalog: Catalog) -> None:
+    """Refuse a catalog with per-halo measurement errors (``lum_obs_err``): no model uses them
+    yet, and fitting it would silently give every halo ``sigma_obs`` instead."""
+    if catalog.lum_obs_err is not None:
+        raise ValueError(
+            "column 'lum_obs_err': per-halo measurement errors are not used by any model yet, and a fit "
+            f"would silently take sigma_obs = {SIGMA_OBS} for every halo instead; remove the column to "
+            "fit with that fixed noise"
+        )
+
+
 def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0) -> FitData:
     """The model function and its arguments (the collapsed likelihood's tables built once)."""
+    check_noise(catalog)
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     if model in LATENT_SITES:
         return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior), halo_draws)

@@ -87,3 +87,9 @@ def test_cli_flags_are_the_engines_options_with_their_defaults():
     # ... and draws until a usable posterior unless told otherwise.
     assert cli._fit_kwargs(demo)["target_ess"] == cli.DEMO_DEFAULTS["target_ess"]
     assert cli._fit_kwargs(parser.parse_args(["demo", "--target-ess", "0"]))["target_ess"] == 0
+
+
+def test_a_catalog_with_per_halo_errors_is_refused_not_fitted_with_the_fixed_noise(prior):
+    catalog = bigmali.Catalog.from_arrays(z=[0.1, 0.2], lum_obs=[1e4, 2e4], lum_obs_err=[0.1, 0.2])
+    with pytest.raises(ValueError, match="column 'lum_obs_err': per-halo measurement errors are not used"):
+        bigmali.fit(catalog, prior=prior, progress=False)
