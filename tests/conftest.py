@@ -29,18 +29,27 @@ use_compilation_cache()
 SHARED_FIT = {"n_halos": 1500, "mock_seed": 21, "chains": 2, "warmup": 200, "draws": 300, "mass_draws": 4, "seed": 1}
 """The shared NUTS run's settings (the ``small_mock`` and the fit of ``nuts_run``)."""
 
-_FIT_SHARED = """
-import json, sys
-import bigmali
-from bigmali.utils import use_compilation_cache
-use_compilation_cache()
-s = json.loads(sys.argv[2])
-prior = bigmali.load_mass_prior()
-mock = bigmali.simulate(prior, n_halos=s["n_halos"], seed=s["mock_seed"])
-run = bigmali.fit(mock, prior=prior, chains=s["chains"], warmup=s["warmup"], draws=s["draws"],
-                  progress=False, mass_draws=s["mass_draws"], seed=s["seed"])
-bigmali.save_run(run, sys.argv[1])
-"""
+
+def _fit_shared(path: Path, mock=None, prior=None) -> None:
+    """Fit the shared NUTS run (SHARED_FIT) and save it to ``path``."""
+    s = SHARED_FIT
+    prior = bigmali.load_mass_prior() if prior is None else prior
+    mock = bigmali.simulate(prior, n_halos=s["n_halos"], seed=s["mock_seed"]) if mock is None else mock
+    run = bigmali.fit(
+        mock,
+        prior=prior,
+        chains=s["chains"],
+        warmup=s["warmup"],
+        draws=s["draws"],
+        progress=False,
+        mass_draws=s["mass_draws"],
+        seed=s["seed"],
+    )
+    bigmali.save_run(run, path)
+
+
+# The controller's child imports this file (with the run's environment) and calls _fit_shared.
+_FIT_SHARED = "import sys; sys.path.insert(0, sys.argv[2]); import conftest; conftest._fit_shared(sys.argv[1])"
 
 
 def _shared_run_path() -> Path:
@@ -53,13 +62,11 @@ def pytest_configure(config):
     to the child, so no worker can take the lock first)."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
-    import json
-
     lock = open(_shared_run_path().with_suffix(".lock"), "a")
     fcntl.flock(lock, fcntl.LOCK_EX)
     log = open(_shared_run_path().with_suffix(".log"), "w")
     config._bigmali_shared_fit = subprocess.Popen(
-        [sys.executable, "-c", _FIT_SHARED, str(_shared_run_path()), json.dumps(SHARED_FIT)],
+        [sys.executable, "-c", _FIT_SHARED, str(_shared_run_path()), str(Path(__file__).parent)],
         stdout=log,
         stderr=subprocess.STDOUT,
         pass_fds=(lock.fileno(),),
@@ -108,21 +115,10 @@ def nuts_run(small_mock, prior):
     group: fitted once per run (by the controller's child under xdist, else here) and saved;
     every worker loads the saved run, so all see the same object (tests/test_fit.py checks
     that a run loads as it was saved). Should the child fail, the worker fits it itself."""
-    s = SHARED_FIT
     shared = _shared_run_path()
     with _locked(shared.with_suffix(".lock")):
         if not shared.exists():
-            run = bigmali.fit(
-                small_mock,
-                prior=prior,
-                chains=s["chains"],
-                warmup=s["warmup"],
-                draws=s["draws"],
-                progress=False,
-                mass_draws=s["mass_draws"],
-                seed=s["seed"],
-            )
-            bigmali.save_run(run, shared)
+            _fit_shared(shared, small_mock, prior)
     return bigmali.load_run(shared)
 
 

@@ -49,7 +49,6 @@ Everything is in log space and float64. Gradients come from JAX's reverse mode.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from functools import partial
 from typing import NamedTuple
@@ -60,7 +59,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from bigmali import relation
-from bigmali.mass_prior import MassPrior, density_between_knots, table_rows
+from bigmali.mass_prior import MassPrior, density_between_knots, prior_fingerprint, table_rows
 from bigmali.relation import Hyper
 from bigmali.utils import kept
 
@@ -200,17 +199,9 @@ def _build_table(prior: MassPrior, grid: TableGrid):
 _TABLES: dict = {}  # theta-free tables kept per process (bigmali.utils.kept)
 
 
-def _prior_key(prior: MassPrior) -> str:
-    digest = hashlib.sha256()
-    for values in (prior.mass, prior.density, prior.z_grid):
-        digest.update(np.ascontiguousarray(np.asarray(values), dtype="<f8").tobytes())
-    digest.update(repr(prior.background).encode())
-    return digest.hexdigest()
-
-
 def prepare(z, lum_obs, prior: MassPrior, grid: TableGrid = TableGrid()) -> CollapsedData:
     """The halo constants and the prior's theta-free table (built once per prior and grid)."""
-    table, rho0, ln_w0 = kept(_TABLES, (_prior_key(prior), grid), lambda: _build_table(prior, grid), size=4)
+    table, rho0, ln_w0 = kept(_TABLES, (prior_fingerprint(prior), grid), lambda: _build_table(prior, grid), size=4)
     z = jnp.asarray(z, dtype=jnp.float64)
     row_lo, row_hi, w_hi = table_rows(prior, z)
     scalar = partial(jnp.asarray, dtype=jnp.float64)
@@ -256,17 +247,34 @@ def _at_w(data: CollapsedData, ln_w):
     return jnp.einsum("a,bar->br", weights, planes), inside
 
 
-def _log_g(data: CollapsedData, log_g, w, rho, rows):
-    """ln g_rows(rho): Lagrange interpolation on the rho grid; beyond it, the edge continued
-    as a Gaussian tail of width w (the first _MAX_BEYOND such halos)."""
+class _Interpolant(NamedTuple):
+    """ln g_b at this theta's w in the per-halo form: each rho interval's polynomial in
+    monomial form, and the two end points on each side of the covered range, per table."""
+
+    coef: jax.Array  # (nz * n_int, degree + 1)
+    edges: jax.Array  # (nz, 4): first, second, last, second-to-last covered point
+    n_int: int
+
+
+def _interpolant(log_g) -> _Interpolant:
     n_rho = log_g.shape[1]
     n_int = n_rho - _ORDER + 1  # intervals [i + 2, i + 3] with the whole stencil on the grid
     windows = jnp.stack([log_g[:, s : s + n_int] for s in range(_ORDER)], axis=-1)
-    coef = (windows @ _MONOMIAL).reshape(-1, _ORDER)  # (nz * n_int, degree + 1)
+    # The covered range ends where the first and last intervals do (the stencil needs two
+    # grid points below and three above).
+    lo = -int(_STENCIL[0])
+    hi = lo + n_int  # interval i covers grid points lo + i to lo + i + 1
+    edges = jnp.stack([log_g[:, lo], log_g[:, lo + 1], log_g[:, hi], log_g[:, hi - 1]], axis=1)
+    return _Interpolant((windows @ _MONOMIAL).reshape(-1, _ORDER), edges, n_int)
+
+
+def _log_g(data: CollapsedData, table: _Interpolant, w, rho, rows):
+    """ln g_rows(rho): Lagrange interpolation on the rho grid; beyond it, the edge continued
+    as a Gaussian tail of width w (the first _MAX_BEYOND such halos)."""
     v = (rho - data.rho0) / data.rho_step + _STENCIL[0]
-    i = jnp.clip(jnp.floor(v), 0, n_int - 1).astype(jnp.int32)
+    i = jnp.clip(jnp.floor(v), 0, table.n_int - 1).astype(jnp.int32)
     t = v - i
-    c = coef[rows * n_int + i]
+    c = table.coef[rows * table.n_int + i]
     # Horner at t clamped into the interval: beyond the grid's ends this holds the edge
     # value, which the continuation below replaces.
     tc = jnp.clip(t, 0.0, 1.0)
@@ -274,14 +282,10 @@ def _log_g(data: CollapsedData, log_g, w, rho, rows):
     for p in range(_ORDER - 2, -1, -1):
         values = values * tc + c[:, p]
     beyond = (t < 0.0) | (t > 1.0)
-    # The covered range ends where the first and last intervals do (the stencil needs two
-    # grid points below and three above): its two end points on each side, per table.
-    lo, hi = -int(_STENCIL[0]), n_int - 1 - int(_STENCIL[0]) + 1
-    edges = jnp.stack([log_g[:, lo], log_g[:, lo + 1], log_g[:, hi], log_g[:, hi - 1]], axis=1)
 
     def tails(t_k, rows_k):
         below = t_k < 0.0
-        e = edges[rows_k]
+        e = table.edges[rows_k]
         d = jnp.where(below, t_k, t_k - 1.0) * data.rho_step  # signed distance beyond the edge
         edge = jnp.where(below, e[:, 0], e[:, 2])
         slope = jnp.where(below, e[:, 1] - e[:, 0], e[:, 2] - e[:, 3]) / data.rho_step
@@ -303,10 +307,11 @@ def log_likelihood_halos(hyper: Hyper, data: CollapsedData, config: QuadratureCo
     a2 = hyper.alpha2
     w = relation.sigma_total(hyper.S) / a2
     log_g, inside = _at_w(data, jnp.log(w))
+    table = _interpolant(log_g)
     rho = reduced_observable(hyper, data) / a2
-    value = _log_g(data, log_g, w, rho, data.row_lo)
+    value = _log_g(data, table, w, rho, data.row_lo)
     if config.linear:
-        upper = _log_g(data, log_g, w, rho, data.row_hi)
+        upper = _log_g(data, table, w, rho, data.row_hi)
         mix = data.w_hi
         value = jnp.logaddexp(
             jnp.log1p(-mix) + value, jnp.where(mix > 0, jnp.log(jnp.where(mix > 0, mix, 1.0)) + upper, -jnp.inf)
