@@ -29,8 +29,8 @@ would rename or keep one of them silently.
   without a unit, degrees are assumed.
 - ``mass``: any mass (``kg``, ``Msun``) is converted to Msun; units with ``h`` are refused.
 - ``z``: dimensionless (or astropy's ``redshift``).
-- ``lum_obs_err``: dimensionless (an sd of a natural logarithm); no model uses it yet, so
-  :func:`bigmali.fit` refuses a catalog that has it rather than ignore it.
+- ``lum_obs_err``: dimensionless (an sd of a natural logarithm); every model and method gives
+  that halo ``sigma_k = sqrt(S^2 + lum_obs_err_k^2)`` instead of ``sigma_obs = 0.05``.
 - ``lum_obs``, ``lum``: **the luminosity unit is the 2017 catalogs' own.** The relation's
   normalisation ``alpha1`` and its hyperprior (Reddick et al. 2013, applied in natural log
   as the 2017 code did) are calibrated on that scale, which has no stated physical unit.
@@ -263,11 +263,11 @@ def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, sourc
     return out
 
 
-def catalog_fingerprint(z, lum_obs) -> str:
-    """SHA-256 of the ``z`` and ``lum_obs`` columns (float64, little-endian, row order):
-    what a run records to know its catalog again."""
+def catalog_fingerprint(z, lum_obs, lum_obs_err=None) -> str:
+    """SHA-256 of the ``z`` and ``lum_obs`` columns, and ``lum_obs_err`` where the catalog
+    has it (float64, little-endian, row order): what a run records to know its catalog again."""
     digest = hashlib.sha256()
-    for values in (z, lum_obs):
+    for values in (z, lum_obs) if lum_obs_err is None else (z, lum_obs, lum_obs_err):
         array = np.ascontiguousarray(np.asarray(values), dtype="<f8")
         digest.update(len(array).to_bytes(8, "little"))
         digest.update(array.tobytes())
@@ -350,8 +350,8 @@ class Catalog:
         return self.table.meta
 
     def fingerprint(self) -> str:
-        """SHA-256 of the ``z`` and ``lum_obs`` columns (see :func:`catalog_fingerprint`)."""
-        return catalog_fingerprint(self.z, self.lum_obs)
+        """SHA-256 of the ``z``, ``lum_obs`` (and ``lum_obs_err``) columns (see :func:`catalog_fingerprint`)."""
+        return catalog_fingerprint(self.z, self.lum_obs, self.lum_obs_err)
 
     def summary(self) -> str:
         """A few lines: the count, the redshift and luminosity ranges, the optional columns."""

@@ -12,6 +12,7 @@ Ctrl-C stop a command without leaving a half-written file.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -82,6 +83,16 @@ def _field(text: str) -> tuple[float, float, float]:
     return ra, dec, width
 
 
+def _error_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give low,high (the sd of ln L_obs), e.g. 0.02,0.3") from None
+    if not (0 < low <= high and math.isfinite(high)):
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 < low <= high, both finite")
+    return low, high
+
+
 def _hyper(text: str):
     from bigmali.relation import parse_hyper
 
@@ -89,6 +100,18 @@ def _hyper(text: str):
         return parse_hyper(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_error_range_argument(parser: argparse.ArgumentParser) -> None:
+    """``--lum-obs-err LOW,HIGH``: mocks with per-halo measurement errors."""
+    parser.add_argument(
+        "--lum-obs-err",
+        type=_error_range,
+        default=None,
+        metavar="LOW,HIGH",
+        help="give each halo its own measurement error (sd of ln L_obs), log-uniform in [LOW, HIGH], "
+        "written as the lum_obs_err column (default: 0.05 for every halo, no column)",
+    )
 
 
 def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +180,7 @@ def _cmd_simulate(args) -> int:
         ra=ra,
         dec=dec,
         seed=args.seed,
+        lum_obs_err=args.lum_obs_err,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -438,6 +462,7 @@ def _cmd_sbc(args) -> int:
         seed=args.seed,
         prior_options=_prior_options(args),
         progress=not args.quiet,
+        lum_obs_err=args.lum_obs_err,
     )
     plot_sbc(result, plot)
     if args.json:
@@ -653,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CATALOG",
         help="take redshifts (and ra, dec) from this catalog instead of drawing a lightcone",
     )
+    add_error_range_argument(sim)
     add_prior_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
@@ -766,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--plot", default=None, metavar="FILE.png", help="ECDF-difference plot (default: FILE with .png)")
     sbc.add_argument("--json", action="store_true", help="print the uniformity tests as JSON")
     sbc.add_argument("--quiet", action="store_true")
+    add_error_range_argument(sbc)
     add_prior_arguments(sbc)
     sbc.set_defaults(func=_cmd_sbc)
 

@@ -51,7 +51,8 @@ def build_datatree(
     constant = {}
     if catalog is not None:  # None: a run read back without its catalog (bigmali.read_2017_run)
         constant["z"] = catalog.z
-        for name, column in (("ra", "ra"), ("dec", "dec"), ("mass_true", "mass"), ("lum_true", "lum")):
+        columns = (("ra", "ra"), ("dec", "dec"), ("mass_true", "mass"), ("lum_true", "lum"), ("lum_obs_err",) * 2)
+        for name, column in columns:
             values = getattr(catalog, column)
             if values is not None:
                 constant[name] = values
@@ -189,6 +190,7 @@ def run_catalog(run):
         dec=column("dec"),
         mass=column("mass_true"),
         lum=column("lum_true"),
+        lum_obs_err=column("lum_obs_err"),
         z_max=None,
     )
 
@@ -235,10 +237,16 @@ def check_run_data(run, catalog, prior=None, *, force: bool = False) -> list[str
     if len(catalog) != n_run:
         problems.append(f"the run was fitted to {n_run} halos, the catalog has {len(catalog)}")
     elif recorded.get("catalog_sha256") != catalog.fingerprint():
-        for name, run_values, values in (
+        pairs = [
             ("z", run["constant_data"]["z"], catalog.z),
             ("lum_obs", run["observed_data"]["lum_obs"], catalog.lum_obs),
-        ):
+        ]
+        if "lum_obs_err" in run["constant_data"] and catalog.lum_obs_err is not None:
+            pairs.append(("lum_obs_err", run["constant_data"]["lum_obs_err"], catalog.lum_obs_err))
+        elif ("lum_obs_err" in run["constant_data"]) != (catalog.lum_obs_err is not None):
+            with_it = "the run" if "lum_obs_err" in run["constant_data"] else "the catalog"
+            problems.append(f"column 'lum_obs_err': only {with_it} has per-halo measurement errors")
+        for name, run_values, values in pairs:
             difference = _first_difference(name, np.asarray(run_values, dtype=np.float64), values)
             if difference:
                 problems.append(difference)

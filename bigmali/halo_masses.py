@@ -6,7 +6,8 @@ Given ``theta``, halo k's mass has the density (per unit x = ln M)
     \\quad c_k = r_k / \\alpha_2, \\quad w = \\sigma / \\alpha_2,
 
 (``q_b`` the prior per unit ln M, ``r_k`` the reduced observable of
-:mod:`bigmali.likelihood.quadrature`, ``sigma = sqrt(S^2 + sigma_obs^2)``): it depends on the halo
+:mod:`bigmali.likelihood.quadrature`, ``sigma = sqrt(S^2 + sigma_obs^2)``, with the halo's own
+``sigma_obs`` where the catalog has ``lum_obs_err``): it depends on the halo
 only through its prior table ``b_k`` and the centre ``c_k``, and on ``theta`` only through
 ``c_k`` and the width ``w``. :class:`ConditionalMassSampler` therefore tabulates the inverse
 CDF once per table on a grid of centres, of a few widths spanning the draws' and of
@@ -27,6 +28,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bigmali import relation
 from bigmali.mass_prior import MassPrior, table_rows, tabulated_knots
@@ -72,8 +74,9 @@ def _inverse_cdf_table(width, prior: MassPrior, centres, t_levels):
     return x[cell] + s * dx[cell]
 
 
-def _centre_and_width(hyper: Hyper, ln_lobs, ln1pz):
-    return relation.ln_mass_pointed(ln_lobs, ln1pz, hyper), relation.sigma_total(hyper.S) / hyper.alpha2
+def _centre_and_width(hyper: Hyper, ln_lobs, ln1pz, lum_obs_err=None):
+    sigma = relation.sigma_total(hyper.S, relation.sigma_obs_of(lum_obs_err))
+    return relation.ln_mass_pointed(ln_lobs, ln1pz, hyper), sigma / hyper.alpha2
 
 
 class ConditionalMassSampler:
@@ -84,6 +87,8 @@ class ConditionalMassSampler:
         z, lum_obs: the catalog.
         hypers: every hyperparameter draw that will be sampled from (they set the ranges of
             the centre and width grids).
+        lum_obs_err: each halo's measurement error, or None for ``sigma_obs``. With them the
+            widths differ from halo to halo, and the width grid spans every halo's.
     """
 
     def __init__(
@@ -92,8 +97,9 @@ class ConditionalMassSampler:
         z,
         lum_obs,
         hypers,
+        lum_obs_err=None,
         n_centres: int = N_CENTRES,
-        n_widths: int = 4,
+        n_widths: int | None = None,
         n_levels: int = N_LEVELS,
     ):
         if prior.z_interp != "bins":
@@ -103,16 +109,20 @@ class ConditionalMassSampler:
         self.ln_lobs = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
         self.ln1pz = jnp.log1p(self.z)
         self.rows = table_rows(prior, self.z)[0]
+        self.err = None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
         # Grid ranges over every draw: the centres' extremes are linear in the halos' values.
-        lo, hi, widths = [], [], []
+        lo, hi, w_lo, w_hi = [], [], [], []
         for h in hypers:
-            c, w = _centre_and_width(Hyper(*(jnp.float64(v) for v in h)), self.ln_lobs, self.ln1pz)
+            c, w = _centre_and_width(Hyper(*(jnp.float64(v) for v in h)), self.ln_lobs, self.ln1pz, self.err)
             lo.append(float(jnp.min(c)))
             hi.append(float(jnp.max(c)))
-            widths.append(float(w))
+            w_lo.append(float(jnp.min(w)))
+            w_hi.append(float(jnp.max(w)))
         c0, c1 = min(lo), max(hi)
         self.c0, self.dc = c0, max(c1 - c0, 1e-6) / (n_centres - 1)
-        w0, w1 = min(widths), max(widths)
+        w0, w1 = min(w_lo), max(w_hi)
+        if n_widths is None:  # 4 for one catalog-wide noise; per-halo errors: 0.05 w0 apart, at most 24
+            n_widths = min(24, max(4, int(np.ceil((w1 - w0) / (0.05 * w0))) + 1))
         w1 = max(w1, w0 * (1 + 1e-9))
         self.w0, self.dw = w0, (w1 - w0) / (n_widths - 1)
         self.n_centres, self.n_widths, self.n_levels = n_centres, n_widths, n_levels
@@ -128,17 +138,17 @@ class ConditionalMassSampler:
         grid = tuple(jnp.float64(v) for v in (self.c0, self.dc, self.w0, self.dw))
         sizes = (self.n_centres, self.n_widths, self.n_levels)
         hyper = Hyper(*(jnp.float64(v) for v in hyper))
-        return _draw_from_table(key, hyper, self.table, self.ln_lobs, self.ln1pz, self.rows, grid, sizes)
+        return _draw_from_table(key, hyper, self.table, self.ln_lobs, self.ln1pz, self.err, self.rows, grid, sizes)
 
 
 _inverse_cdf_table_jit = jax.jit(_inverse_cdf_table)
 
 
 @partial(jax.jit, static_argnames="sizes")
-def _draw_from_table(key, hyper: Hyper, table, ln_lobs, ln1pz, rows, grid, sizes):
+def _draw_from_table(key, hyper: Hyper, table, ln_lobs, ln1pz, err, rows, grid, sizes):
     """Every halo's ln M by trilinear interpolation of ``table`` in (centre, width, level)."""
     (c0, dc, w0, dw), (n_centres, n_widths, n_levels) = grid, sizes
-    c, w = _centre_and_width(hyper, ln_lobs, ln1pz)
+    c, w = _centre_and_width(hyper, ln_lobs, ln1pz, err)
     u = jax.random.uniform(key, ln_lobs.shape, minval=1e-12, maxval=1.0 - 1e-12)
     t = jnp.log(u) - jnp.log1p(-u)
 
@@ -159,13 +169,13 @@ def _draw_from_table(key, hyper: Hyper, table, ln_lobs, ln1pz, rows, grid, sizes
 
 
 @jax.jit
-def _draw_block(key, hyper: Hyper, prior: MassPrior, zb, yb):
+def _draw_block(key, hyper: Hyper, prior: MassPrior, zb, yb, sigma):
     knots = tabulated_knots(prior)
     x = jnp.log(prior.mass[knots])
     row_lo, row_hi, w = table_rows(prior, zb)
     density = prior.density[:, knots]
     mixed = (1.0 - w)[:, None] * density[row_lo] + w[:, None] * density[row_hi]
-    resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / relation.sigma_total(hyper.S)
+    resid = (yb[:, None] - relation.ln_mu_L(x[None, :], zb[:, None], hyper)) / sigma[:, None]
     log_p = jnp.log(mixed) + x[None, :] - 0.5 * resid * resid  # unnormalised conditional per unit ln M
     # Trapezoid cell weights in log space, then the within-cell linear interpolant.
     log_cell = jnp.logaddexp(log_p[:, 1:], log_p[:, :-1]) + jnp.log(jnp.diff(x))[None, :]
@@ -180,7 +190,7 @@ def _draw_block(key, hyper: Hyper, prior: MassPrior, zb, yb):
     return x[cell] + s * (x[cell + 1] - x[cell])
 
 
-def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, chunk: int = 16384):
+def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, chunk: int = 16384, lum_obs_err=None):
     """One draw of every halo's ln M from ``P(M | L_obs, z, theta)``, on the prior's knots.
 
     The conditional density of x = ln M is ``q(x) phi_sigma(r - alpha2 x)``. It is
@@ -193,23 +203,26 @@ def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, 
     hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
     z = jnp.asarray(z, dtype=jnp.float64)
     y = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
+    sigma_obs = relation.sigma_obs_of(None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64))
+    sigma = jnp.broadcast_to(relation.sigma_total(hyper.S, sigma_obs), z.shape)
     out = []
     for i, start in enumerate(range(0, z.shape[0], chunk)):
-        zb, yb = z[start : start + chunk], y[start : start + chunk]
-        pad = chunk - zb.shape[0]
+        blocks = [v[start : start + chunk] for v in (z, y, sigma)]
+        pad = chunk - blocks[0].shape[0]
         if pad:  # one compiled shape for every chunk
-            zb, yb = jnp.pad(zb, (0, pad), mode="edge"), jnp.pad(yb, (0, pad), mode="edge")
-        out.append(_draw_block(jax.random.fold_in(key, i), hyper, prior, zb, yb)[: chunk - pad])
+            blocks = [jnp.pad(v, (0, pad), mode="edge") for v in blocks]
+        out.append(_draw_block(jax.random.fold_in(key, i), hyper, prior, *blocks)[: chunk - pad])
     return jnp.concatenate(out)
 
 
-def mass_sampler(prior: MassPrior, z, lum_obs, hypers):
+def mass_sampler(prior: MassPrior, z, lum_obs, hypers, lum_obs_err=None):
     """``draw(key, hyper)``: every halo's ln M from its conditional given ``hyper``, one of
     ``hypers``. The tabulated :class:`ConditionalMassSampler` in the prior's ``"bins"`` mode
-    (~10 ms a draw at 10^5 halos), the dense :func:`sample_conditional_ln_mass` otherwise."""
+    (~10 ms a draw at 10^5 halos), the dense :func:`sample_conditional_ln_mass` otherwise.
+    ``lum_obs_err``: each halo's measurement error (None: ``sigma_obs`` for all)."""
     if prior.z_interp == "bins":
-        return ConditionalMassSampler(prior, z, lum_obs, hypers)
-    return lambda key, hyper: sample_conditional_ln_mass(key, hyper, z, lum_obs, prior)
+        return ConditionalMassSampler(prior, z, lum_obs, hypers, lum_obs_err)
+    return lambda key, hyper: sample_conditional_ln_mass(key, hyper, z, lum_obs, prior, lum_obs_err=lum_obs_err)
 
 
 def draw_halo_masses(samples: dict, catalog, prior: MassPrior, mass_draws: int, seed: int, log_weight=None):
@@ -232,7 +245,7 @@ def draw_halo_masses(samples: dict, catalog, prior: MassPrior, mass_draws: int, 
         w = normalised_weights(np.ravel(log_weight))
         picks = np.sort(np.random.default_rng(seed + 104729).choice(draws, size=mass_draws, p=w / w.sum()))
     hypers = [Hyper(*(float(samples[name][c, d]) for name in HYPER_NAMES)) for c in range(chains) for d in picks]
-    draw = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers)
+    draw = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err)
     key = jax.random.PRNGKey(seed + 104729)
     out = np.empty((chains, picks.size, len(catalog)), dtype=np.float32)
     for i, hyper in enumerate(hypers):

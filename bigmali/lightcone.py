@@ -107,13 +107,22 @@ def _draw_positions(key, field: Field, n: int):
 
 
 @jax.jit
-def _draw_halos(prior: MassPrior, hyper: Hyper, key_m, key_l, z):
+def _draw_halos(prior: MassPrior, hyper: Hyper, key_m, key_l, z, sigma_obs=relation.SIGMA_OBS):
     """ln M from the prior, then ln L from the relation and its scatter, then ln L_obs with the
-    measurement noise, for halos at ``z`` (one compiled program per catalog size)."""
+    measurement noise ``sigma_obs`` (one number, or one per halo), for halos at ``z`` (one
+    compiled program per catalog size)."""
     ln_mass = prior.sample(key_m, z)
     e1, e2 = jax.random.normal(key_l, (2, z.shape[0]))
     ln_lum = relation.ln_mu_L(ln_mass, z, hyper) + hyper.S * e1
-    return ln_mass, ln_lum, ln_lum + relation.SIGMA_OBS * e2
+    return ln_mass, ln_lum, ln_lum + sigma_obs * e2
+
+
+def draw_lum_obs_err(key, n: int, low: float, high: float) -> np.ndarray:
+    """``n`` measurement errors drawn log-uniformly in [low, high] (0 < low <= high)."""
+    if not 0 < low <= high or not math.isfinite(high):
+        raise ValueError(f"lum_obs_err range ({low!r}, {high!r}): needs 0 < low <= high, both finite")
+    u = np.asarray(jax.random.uniform(key, (n,), dtype=jnp.float64))
+    return np.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
 def simulate(
@@ -126,6 +135,7 @@ def simulate(
     ra=None,
     dec=None,
     seed: int = 0,
+    lum_obs_err: tuple[float, float] | None = None,
 ) -> Catalog:
     """Draw a mock catalog with true masses and luminosities.
 
@@ -138,9 +148,12 @@ def simulate(
         redshifts: use these halo redshifts instead of drawing a lightcone.
         ra, dec: positions (degrees) to go with ``redshifts``; drawn in the field if absent.
         seed: the same seed gives the same catalog.
+        lum_obs_err: ``(low, high)``: give each halo its own measurement error, drawn
+            log-uniformly in that range, written as the ``lum_obs_err`` column and used to
+            draw ``lum_obs``; None for ``sigma_obs`` for every halo (and no column).
 
     The catalog's metadata records the seed, the hyperparameters, the field and the
-    expected number of halos ``N_EXPECT``.
+    expected number of halos ``N_EXPECT`` (and the error range, ``ERR_LO``/``ERR_HI``).
     """
     prior = load_mass_prior() if prior is None else prior
     if n_halos is not None and n_halos < 1:
@@ -176,7 +189,13 @@ def simulate(
             raise ValueError(
                 f"column 'z', row {bad[0]}: value {float(z[bad[0]])!r} is outside the mass prior's redshift range [0, {prior.z_max:g}]"
             )
-    ln_mass, ln_lum, ln_lum_obs = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z))
+    err = None
+    if lum_obs_err is not None:
+        low, high = (float(v) for v in lum_obs_err)
+        err = draw_lum_obs_err(jax.random.fold_in(jax.random.PRNGKey(seed), 1), z.size, low, high)
+        meta.update(ERR_LO=low, ERR_HI=high)
+    sigma_obs = relation.sigma_obs_of(None if err is None else jnp.asarray(err))
+    ln_mass, ln_lum, ln_lum_obs = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z), sigma_obs)
     meta.update(relation.hyper_to_meta(hyper))
     meta["PRIOR"] = prior.description
     return Catalog.from_arrays(
@@ -186,6 +205,7 @@ def simulate(
         dec=dec,
         mass=np.exp(np.asarray(ln_mass)),
         lum=np.exp(np.asarray(ln_lum)),
+        lum_obs_err=err,
         meta=meta,
         z_max=prior.z_max,
     )

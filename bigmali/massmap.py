@@ -259,7 +259,7 @@ def mass_posterior(
     kept = []
     key = jax.random.PRNGKey(seed + 2718281)
     rows = np.arange(n)
-    sampler = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers)
+    sampler = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err)
 
     with progress_bar(n_draws, progress, "halo mass realisations") as bar:
         for d, hyper in enumerate(hypers):

@@ -11,6 +11,8 @@ likelihood method in bigmali:
     L_{obs} \\mid L \\sim \\mathrm{LogNormal}(\\ln L, \\sigma_{obs})
 
 so that, with ``L`` integrated out, ``L_obs | M ~ LogNormal(ln mu_L, sqrt(S^2 + sigma_obs^2))``.
+``sigma_obs`` is :data:`SIGMA_OBS` for every halo, or each halo's own where the catalog has a
+``lum_obs_err`` column (:func:`sigma_obs_of`).
 
 The constants are those of the 2017 code: the hyperprior is from Reddick et al. (2013),
 the hyperseed is one draw of that hyperprior (numpy seed 0) and generated the 2017 mocks.
@@ -39,6 +41,7 @@ __all__ = [
     "ln_mass_pointed",
     "lognormal_logpdf",
     "sigma_total",
+    "sigma_obs_of",
     "hyperprior_logpdf",
     "sample_hyperprior",
     "parse_hyper",
@@ -129,8 +132,15 @@ def lognormal_logpdf(ln_x, ln_mu, sigma):
     return -ln_x - jnp.log(sigma) - _LN_SQRT_2PI - 0.5 * r * r
 
 
-def sigma_total(S, sigma_obs: float = SIGMA_OBS):
-    """Scatter of ``L_obs`` at fixed mass once ``L`` is integrated out: sqrt(S^2 + sigma_obs^2)."""
+def sigma_obs_of(lum_obs_err):
+    """The measurement noise of each halo: the catalog's ``lum_obs_err`` where it has one,
+    :data:`SIGMA_OBS` for every halo where it does not (``lum_obs_err`` None)."""
+    return SIGMA_OBS if lum_obs_err is None else lum_obs_err
+
+
+def sigma_total(S, sigma_obs=SIGMA_OBS):
+    """Scatter of ``L_obs`` at fixed mass once ``L`` is integrated out: sqrt(S^2 + sigma_obs^2)
+    (``sigma_obs`` a number, or one per halo: the catalog's ``lum_obs_err``)."""
     return jnp.sqrt(S * S + sigma_obs * sigma_obs)
 
 

@@ -55,6 +55,18 @@ def test_hyper_flag(tmp_path):
     assert meta["ALPHA1"] == 11.0 and meta["S"] == 0.2 and meta["ALPHA2"] == 0.36260141487530501
 
 
+def test_simulate_with_per_halo_errors_writes_the_column(tmp_path, capsys):
+    out = tmp_path / "e.fits"
+    assert cli.main(["simulate", "--out", str(out), "--n-halos", "200", "--lum-obs-err", "0.02,0.3"]) == 0
+    catalog = read_catalog(out)
+    assert catalog.lum_obs_err.min() >= 0.02 and catalog.lum_obs_err.max() <= 0.3
+    assert "optional: " in capsys.readouterr().out
+    for bad in ("0.3", "0,0.3", "0.3,0.02", "a,b"):
+        with pytest.raises(SystemExit):
+            cli.main(["simulate", "--out", str(tmp_path / "x.fits"), "--lum-obs-err", bad])
+        assert "--lum-obs-err" in capsys.readouterr().err
+
+
 def test_bad_hyper_flag_fails_clearly_when_parsed(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["simulate", "--out", str(tmp_path / "x.fits"), "--hyper", "alpha9=1"])

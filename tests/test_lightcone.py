@@ -131,3 +131,25 @@ def test_user_table_prior_needs_redshifts(tmp_path, prior):
     with pytest.raises(ValueError, match="give the halos' redshifts"):
         bigmali.simulate(user, n_halos=10)
     assert len(bigmali.simulate(user, redshifts=[0.2, 0.9])) == 2
+
+
+def test_per_halo_errors_are_log_uniform_and_are_the_observation_noise(prior):
+    """--lum-obs-err a,b: ln err uniform on [ln a, ln b] (KS at p > 0.001), and each halo's
+    ln L_obs - ln L divided by its own error is standard normal (KS at p > 0.001)."""
+    mock = bigmali.simulate(prior, n_halos=20_000, seed=2, lum_obs_err=(0.02, 0.3))
+    err = np.asarray(mock.lum_obs_err)
+    assert err.min() >= 0.02 and err.max() <= 0.3
+    u = (np.log(err) - math.log(0.02)) / (math.log(0.3) - math.log(0.02))
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    assert stats.kstest((np.log(mock.lum_obs) - np.log(mock.lum)) / err, "norm").pvalue > 1e-3
+    assert (mock.meta["ERR_LO"], mock.meta["ERR_HI"]) == (0.02, 0.3)
+    # The same seed without errors draws the same masses and true luminosities.
+    plain = bigmali.simulate(prior, n_halos=20_000, seed=2)
+    np.testing.assert_array_equal(plain.mass, mock.mass)
+    assert plain.lum_obs_err is None
+
+
+@pytest.mark.parametrize("low,high", [(0.0, 0.3), (0.3, 0.02), (0.02, math.inf)])
+def test_a_bad_error_range_is_refused(prior, low, high):
+    with pytest.raises(ValueError, match="lum_obs_err range"):
+        bigmali.simulate(prior, n_halos=10, lum_obs_err=(low, high))

@@ -109,7 +109,7 @@ def prior_data_conflict(run, catalog=None, prior=None, *, max_draws: int = 1000)
         prior = run_prior(run, prior)
         samples = _thinned(run, max_draws)
         shape = samples["alpha1"].shape
-        data = prepare(np.asarray(catalog.z), np.asarray(catalog.lum_obs), prior)
+        data = prepare(np.asarray(catalog.z), np.asarray(catalog.lum_obs), prior, lum_obs_err=catalog.lum_obs_err)
         flat = Hyper(*(samples[name].ravel() for name in HYPER_NAMES))
         log_like = exact_log_likelihoods(flat, data, QuadratureConfig(linear=prior.z_interp == "linear")).reshape(shape)
         result["psense"] = _psense(samples, log_like)

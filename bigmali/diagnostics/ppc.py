@@ -1,7 +1,8 @@
 """Posterior predictive checks of the observed-luminosity distribution, per redshift bin.
 
 For S posterior draws theta_s, a replicated catalog keeps every halo's redshift and draws
-``ln M ~ P(M | z)`` (the mass prior), ``ln L_obs ~ N(ln mu_L(M, z), S^2 + sigma_obs^2)``.
+``ln M ~ P(M | z)`` (the mass prior), ``ln L_obs ~ N(ln mu_L(M, z), S^2 + sigma_obs^2)``, each
+replicated halo at the redshift, and with the measurement error, of the catalog's halo.
 
 Discrepancy. Per redshift bin b (the halos that use one of the mass prior's redshift
 tables), ``T_b`` is the Anderson-Darling distance of the bin's ln L_obs from the posterior
@@ -39,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmali.mass_prior import MassPrior, sample_ln_mass
-from bigmali.relation import HYPER_NAMES, Hyper, ln_mu_L, sigma_total
+from bigmali.relation import HYPER_NAMES, Hyper, ln_mu_L, sigma_obs_of, sigma_total
 
 __all__ = [
     "Ppc",
@@ -79,23 +80,29 @@ class Ppc(NamedTuple):
 
 
 @jax.jit
-def _replicate_block(keys, hyper: Hyper, z, prior: MassPrior):
+def _replicate_block(keys, hyper: Hyper, z, sigma_obs, prior: MassPrior):
     def one(key, h):
         key_m, key_l = jax.random.split(key)
         ln_mass = sample_ln_mass(prior, key_m, z)
-        return ln_mu_L(ln_mass, z, h) + sigma_total(h.S) * jax.random.normal(key_l, z.shape)
+        return ln_mu_L(ln_mass, z, h) + sigma_total(h.S, sigma_obs) * jax.random.normal(key_l, z.shape)
 
     return jax.vmap(one)(keys, hyper)
 
 
-def replicate_ln_lum_obs(hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8) -> np.ndarray:
-    """One replicated catalog's ln L_obs per hyperparameter draw: (len(hypers), len(z)), float32."""
+def replicate_ln_lum_obs(
+    hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8, lum_obs_err=None
+) -> np.ndarray:
+    """One replicated catalog's ln L_obs per hyperparameter draw: (len(hypers), len(z)), float32.
+    Each replicated halo keeps the redshift and the measurement error (``lum_obs_err``, or
+    ``sigma_obs`` for all) of the catalog's halo."""
     from bigmali.utils import map_blocks
 
     z = jnp.asarray(z, dtype=jnp.float64)
+    err = None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
+    sigma_obs = jnp.broadcast_to(jnp.asarray(sigma_obs_of(err), dtype=jnp.float64), z.shape)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(len(hypers)))
     batch = (keys, Hyper(*(jnp.asarray([getattr(h, name) for h in hypers], dtype=jnp.float64) for name in HYPER_NAMES)))
-    return map_blocks(lambda b: _replicate_block(b[0], b[1], z, prior).astype(jnp.float32), batch, block)
+    return map_blocks(lambda b: _replicate_block(b[0], b[1], z, sigma_obs, prior).astype(jnp.float32), batch, block)
 
 
 def _redshift_bins(prior: MassPrior, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +168,9 @@ def posterior_predictive_check(
         raise ValueError(f"n_draws = {n_draws}: a posterior predictive p-value needs at least 20 replicates")
     z = np.asarray(catalog.z, dtype=np.float64)
     y = np.log(np.asarray(catalog.lum_obs, dtype=np.float64))
-    reps = replicate_ln_lum_obs(select_hypers(run, n_draws, seed), z, prior, seed=seed + 7)
+    reps = replicate_ln_lum_obs(
+        select_hypers(run, n_draws, seed), z, prior, seed=seed + 7, lum_obs_err=catalog.lum_obs_err
+    )
     z_bins, bin_of = _redshift_bins(prior, z)
     n_bins = len(z_bins)
     t_obs = np.empty(n_bins)

@@ -57,6 +57,7 @@ class SbcSettings(NamedTuple):
     thin: int = 4
     seed: int = 0
     prior: dict | None = None  # the prior options (load_mass_prior keywords); None: the default prior
+    lum_obs_err: list | None = None  # [low, high]: per-halo errors drawn log-uniformly; None: sigma_obs
 
     @property
     def n_ranked(self) -> int:
@@ -131,7 +132,7 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
 
     def fit(mock, key):
         z, lum = jnp.asarray(mock.z), jnp.asarray(mock.lum_obs)
-        args = (z, lum, prior, quadrature.prepare(z, lum, prior))
+        args = (z, lum, prior, quadrature.prepare(z, lum, prior, lum_obs_err=mock.lum_obs_err))
         out = run_nuts(model, args, config._replace(seed=_fit_seed(key)))
         draws = np.stack([out.samples[name][0] for name in HYPER_NAMES], axis=1)
         return draws, None, int(out.stats["diverging"].sum())
@@ -250,6 +251,7 @@ def run_sbc(
     prior_options: dict | None = None,
     prior: MassPrior | None = None,
     progress: bool = True,
+    lum_obs_err: tuple[float, float] | None = None,
 ) -> SbcResult:
     """Run (or resume) SBC into the JSON Lines file ``out`` until it holds ``n_datasets`` datasets.
 
@@ -262,12 +264,15 @@ def run_sbc(
         seed: dataset d uses hyperparameters, mock and sampler keys derived from (seed, d).
         prior_options: keywords of :func:`~bigmali.mass_prior.load_mass_prior` (recorded);
             ``prior`` instead passes a prior object (not recorded: resume with the same one).
+        lum_obs_err: ``(low, high)``: every mock gives each halo its own measurement error,
+            log-uniform in that range (:func:`bigmali.simulate`), and every fit uses them.
     """
     if n_datasets < 1 or n_halos < 1:
         raise ValueError(f"n_datasets = {n_datasets}, n_halos = {n_halos}: both must be at least 1")
     if not 1 <= thin <= draws:
         raise ValueError(f"thin = {thin}: must lie between 1 and draws = {draws}")
-    settings = SbcSettings(n_halos, model, method, warmup, draws, thin, seed, prior_options)
+    err_range = None if lum_obs_err is None else [float(v) for v in lum_obs_err]
+    settings = SbcSettings(n_halos, model, method, warmup, draws, thin, seed, prior_options, err_range)
     path = Path(out)
     header, rows = _read_lines(path) if path.exists() else (None, [])
     if header is not None:
@@ -302,7 +307,9 @@ def run_sbc(
             for d in todo:
                 start = time.perf_counter()
                 truth = _dataset_truth(seed, d)
-                mock = lightcone.simulate(prior, truth, n_halos=n_halos, seed=_mock_seed(seed, d))
+                mock = lightcone.simulate(
+                    prior, truth, n_halos=n_halos, seed=_mock_seed(seed, d), lum_obs_err=lum_obs_err
+                )
                 fit_draws, log_w, div = fitter(mock, jax.random.fold_in(jax.random.PRNGKey(seed + 1), d))
                 ranks, pit = _rank_row(fit_draws, log_w, truth, settings, np.random.default_rng([seed, d]))
                 row = {

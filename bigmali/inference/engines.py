@@ -27,7 +27,7 @@ from bigmali.likelihood.quadrature import QuadratureConfig
 from bigmali.mass_prior import MassPrior
 from bigmali.models import LATENT_SITES, MODELS, collapsed
 from bigmali.models.common import HYPER_SITES
-from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD, SIGMA_OBS
+from bigmali.relation import HYPERPRIOR_MEAN, HYPERPRIOR_SD
 from bigmali.utils import bind
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "make_config",
     "option_defaults",
     "check_counts",
-    "check_noise",
 ]
 
 MINIMUM = {
@@ -72,24 +71,15 @@ class FitData(NamedTuple):
     quadrature: QuadratureConfig | None = None
 
 
-def check_noise(catalog: Catalog) -> None:
-    """Refuse a catalog with per-halo measurement errors (``lum_obs_err``): no model uses them
-    yet, and fitting it would silently give every halo ``sigma_obs`` instead."""
-    if catalog.lum_obs_err is not None:
-        raise ValueError(
-            "column 'lum_obs_err': per-halo measurement errors are not used by any model yet, and a fit "
-            f"would silently take sigma_obs = {SIGMA_OBS} for every halo instead; remove the column to "
-            "fit with that fixed noise"
-        )
-
-
 def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0) -> FitData:
-    """The model function and its arguments (the collapsed likelihood's tables built once)."""
-    check_noise(catalog)
+    """The model function and its arguments (the collapsed likelihood's tables built once).
+    A catalog's ``lum_obs_err`` column gives each halo its own measurement error."""
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
+    err = None if catalog.lum_obs_err is None else jnp.asarray(catalog.lum_obs_err)
     if model in LATENT_SITES:
-        return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior), halo_draws)
-    tables, quadrature = collapsed.prepare_data(z, lum, prior), QuadratureConfig(linear=prior.z_interp == "linear")
+        return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior, err), halo_draws)
+    tables = collapsed.prepare_data(z, lum, prior, err)
+    quadrature = QuadratureConfig(linear=prior.z_interp == "linear")
     model_fn = bind(MODELS[model].model, config=quadrature)
     return FitData(catalog, prior, model, model_fn, (z, lum, prior, tables), halo_draws, tables, quadrature)
 
@@ -301,7 +291,7 @@ def _halos(data: FitData):
     """The single-halo estimators' per-halo tables."""
     from bigmali.likelihood.single_halo import halo_data
 
-    return halo_data(data.catalog.z, data.catalog.lum_obs, data.prior)
+    return halo_data(data.catalog.z, data.catalog.lum_obs, data.prior, data.catalog.lum_obs_err)
 
 
 def _weighted(out, config: dict) -> Posterior:

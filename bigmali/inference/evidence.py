@@ -66,16 +66,11 @@ class Evidence(NamedTuple):
 def _whitened(catalog: Catalog, prior: MassPrior):
     """The collapsed model's compiled :class:`~bigmali.inference.laplace.Whitener` (one per
     catalog size and prior), its arguments, and the Laplace mode and Cholesky factor."""
-    from bigmali.inference.engines import check_noise
+    from bigmali.inference.engines import fit_data
     from bigmali.inference.laplace import whitener
-    from bigmali.likelihood.quadrature import QuadratureConfig
-    from bigmali.models import collapsed
-    from bigmali.utils import bind
 
-    check_noise(catalog)
-    z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
-    model = bind(collapsed.model, config=QuadratureConfig(linear=prior.z_interp == "linear"))
-    args = (z, lum, prior, collapsed.prepare_data(z, lum, prior))
+    data = fit_data(catalog, prior, "collapsed")
+    model, args = data.model_fn, data.model_args
     w = whitener(model, args)
     return w, args, *w.start(args)
 

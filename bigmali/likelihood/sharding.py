@@ -43,8 +43,9 @@ __all__ = ["HALO_AXIS", "HALO_FIELDS", "halo_mesh", "process_rows", "shard_halos
 HALO_AXIS = "halos"
 """The mesh axis the halos are split along."""
 
-HALO_FIELDS = ("y", "ln1pz", "row_lo", "row_hi", "w_hi")
-"""The fields of :class:`CollapsedData` with one entry per halo; the rest are the prior's."""
+HALO_FIELDS = ("y", "ln1pz", "row_lo", "row_hi", "w_hi", "obs_err", "y_lim")
+"""The fields of :class:`CollapsedData` with one entry per halo (``obs_err`` and ``y_lim``
+where the catalog has them, None otherwise); the rest are the prior's."""
 
 
 def halo_mesh(devices=None) -> Mesh:
@@ -95,7 +96,10 @@ def shard_halos(data: CollapsedData, n_total: int | None = None, mesh: Mesh | No
         values = np.asarray(values)
         return jax.make_array_from_process_local_data(whole, values, values.shape)
 
-    placed = {f: (halo_array if f in HALO_FIELDS else prior_array)(getattr(data, f)) for f in data._fields}
+    placed = {
+        f: None if getattr(data, f) is None else (halo_array if f in HALO_FIELDS else prior_array)(getattr(data, f))
+        for f in data._fields
+    }
     weight = np.zeros(n_local + pad)
     weight[:n_local] = 1.0
     return CollapsedData(**placed), jax.make_array_from_process_local_data(split, weight, (local_len * n_proc,))

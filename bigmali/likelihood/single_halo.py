@@ -15,7 +15,8 @@ size of their weights, ``(sum w)^2 / sum w^2``.
   over the prior's whole support in ln M, Simpson over ln L within 10 sigma_obs of ln L_obs).
 * :func:`simple_monte_carlo` — masses from the prior, ``L`` from the relation, averaging
   ``P(L_obs | L)``.
-* :func:`importance_sampling` — the 2017 proposal: ``L ~ LogNormal(ln L_obs, sigma_obs)``,
+* :func:`importance_sampling` — the 2017 proposal: ``L ~ LogNormal(ln L_obs, sigma_obs)``
+  (each halo's own ``sigma_obs`` where the catalog has ``lum_obs_err``),
   then ``M ~ LogNormal(ln mu_M(L), S_Q)`` with ``S_Q = 5.6578015811698101 S`` and ``mu_M``
   the relation inverted; masses clipped into the tabulated range as in 2017 (``clip=False``
   turns that off).
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from bigmali.mass_prior import MassPrior, log_density_between_knots, table_rows, tabulated_ln_mass_range
-from bigmali.relation import SIGMA_OBS, Hyper, ln_mass_pointed, ln_mu_L_ln1pz, lognormal_logpdf
+from bigmali.relation import Hyper, ln_mass_pointed, ln_mu_L_ln1pz, lognormal_logpdf, sigma_obs_of
 
 __all__ = [
     "HaloEstimate",
@@ -73,12 +74,16 @@ class HaloData(NamedTuple):
     row_lo: jax.Array
     row_hi: jax.Array
     w_hi: jax.Array
+    sigma_obs: jax.Array  # each halo's measurement error (sd of ln L_obs)
 
 
-def halo_data(z, lum_obs, prior: MassPrior) -> HaloData:
+def halo_data(z, lum_obs, prior: MassPrior, lum_obs_err=None) -> HaloData:
+    """The per-halo constants; ``lum_obs_err`` the halos' own errors (None: ``sigma_obs``)."""
     z = jnp.asarray(z, dtype=jnp.float64)
     lo, hi, w = table_rows(prior, z)
-    return HaloData(jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64)), jnp.log1p(z), z, lo, hi, w)
+    err = None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
+    sigma_obs = jnp.broadcast_to(jnp.asarray(sigma_obs_of(err), dtype=jnp.float64), z.shape)
+    return HaloData(jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64)), jnp.log1p(z), z, lo, hi, w, sigma_obs)
 
 
 def log_density_mass(prior: MassPrior, ln_mass, data: HaloData):
@@ -109,7 +114,7 @@ def is_log_weights(
     the lowest tabulated mass makes the estimate jump, and its pathwise gradient is wrong.)
     """
     proposal = hyper if proposal is None else proposal
-    ln_lum = data.ln_lobs + SIGMA_OBS * eps_lum
+    ln_lum = data.ln_lobs + data.sigma_obs * eps_lum
     ln_mu_m = ln_mass_pointed(ln_lum, data.ln1pz, proposal)
     s_q = S_Q_FACTOR * proposal.S
     ln_mass = ln_mu_m + s_q * eps_mass
@@ -144,13 +149,13 @@ def simple_monte_carlo(key, hyper: Hyper, data: HaloData, prior: MassPrior, n: i
     shape = (n,) + data.ln_lobs.shape
     ln_mass = sample_ln_mass(prior, k1, jnp.broadcast_to(data.z, shape))
     ln_lum = ln_mu_L_ln1pz(ln_mass, data.ln1pz, hyper) + hyper.S * jax.random.normal(k2, shape)
-    return weight_summary(lognormal_logpdf(data.ln_lobs, ln_lum, SIGMA_OBS))
+    return weight_summary(lognormal_logpdf(data.ln_lobs, ln_lum, data.sigma_obs))
 
 
 def _log_integrand(ln_mass, ln_lum, hyper: Hyper, data: HaloData, prior: MassPrior):
     """ln of the integrand per unit ln M and per unit ln L (halos on the last axis)."""
     return (
-        lognormal_logpdf(data.ln_lobs, ln_lum, SIGMA_OBS)
+        lognormal_logpdf(data.ln_lobs, ln_lum, data.sigma_obs)
         + lognormal_logpdf(ln_lum, ln_mu_L_ln1pz(ln_mass, data.ln1pz, hyper), hyper.S)
         + ln_lum
         + log_density_mass(prior, ln_mass, data)
@@ -172,15 +177,16 @@ def numerical_integration(
     wx = jnp.full(n_mass, dx).at[0].set(0.5 * dx).at[-1].set(0.5 * dx)
     if n_lum % 2 == 0:
         raise ValueError(f"n_lum = {n_lum}: Simpson's rule needs an odd number of points")
-    t = jnp.linspace(-10.0, 10.0, n_lum) * SIGMA_OBS
-    dt = t[1] - t[0]
-    wt = jnp.where(jnp.arange(n_lum) % 2 == 1, 4.0, 2.0).at[0].set(1.0).at[-1].set(1.0) * dt / 3.0
-    log_wxy = jnp.log(wx)[:, None] + jnp.log(wt)[None, :]
+    u = jnp.linspace(-10.0, 10.0, n_lum)  # ln L - ln L_obs in units of the halo's sigma_obs
+    du = u[1] - u[0]
+    wu = jnp.where(jnp.arange(n_lum) % 2 == 1, 4.0, 2.0).at[0].set(1.0).at[-1].set(1.0) * du / 3.0
+    log_wxy = jnp.log(wx)[:, None] + jnp.log(wu)[None, :]
 
     def one(halo):
         d = HaloData(*(jnp.asarray(v)[None] for v in halo))
+        t = u * d.sigma_obs
         f = _log_integrand(x[:, None, None], d.ln_lobs + t[None, :, None], hyper, d, prior)[..., 0]
-        return logsumexp(f + log_wxy)
+        return logsumexp(f + log_wxy + jnp.log(d.sigma_obs))
 
     values = jax.lax.map(one, tuple(data))
     return HaloEstimate(values, jnp.full_like(values, jnp.nan))

@@ -1,7 +1,7 @@
 """The collapsed model: both L and M integrated out, only the four hyperparameters sampled.
 
 .. math:: p(\\theta \\mid L_{obs}) \\propto p(\\theta) \\prod_k \\int P(M \\mid z_k)\\,
-    \\mathrm{LogNormal}(L_{obs,k};\\ \\ln\\mu_L(M, z_k), \\sqrt{S^2+\\sigma_{obs}^2})\\, dM
+    \\mathrm{LogNormal}(L_{obs,k};\\ \\ln\\mu_L(M, z_k), \\sqrt{S^2+\\sigma_{obs,k}^2})\\, dM
 
 The per-halo integral is the exact quadrature of :mod:`bigmali.likelihood.quadrature`.
 ``lum_obs`` is an observed sample site with a per-halo ``log_prob``, so NumPyro's
@@ -49,12 +49,14 @@ class CollapsedLumObs(dist.Distribution):
         z = jnp.broadcast_to(self.z, sample_shape + self.batch_shape)
         ln_mass = sample_ln_mass(self.prior, key_m, z)
         ln_mu = relation.ln_mu_L(ln_mass, z, self.hyper)
-        return jnp.exp(ln_mu + relation.sigma_total(self.hyper.S) * jax.random.normal(key_l, z.shape))
+        sigma = relation.sigma_total(self.hyper.S, relation.sigma_obs_of(self.data.obs_err))
+        return jnp.exp(ln_mu + sigma * jax.random.normal(key_l, z.shape))
 
 
-def prepare_data(z, lum_obs, prior: MassPrior) -> CollapsedData:
-    """The collapsed likelihood's precomputed constants for this catalog and prior."""
-    return prepare(z, lum_obs, prior)
+def prepare_data(z, lum_obs, prior: MassPrior, lum_obs_err=None) -> CollapsedData:
+    """The collapsed likelihood's precomputed constants for this catalog and prior (and the
+    halos' own measurement errors, if the catalog has them)."""
+    return prepare(z, lum_obs, prior, lum_obs_err=lum_obs_err)
 
 
 def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):

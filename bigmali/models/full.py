@@ -1,7 +1,7 @@
 """The full model: the literal graphical model, latent ``ln M`` and ``ln L`` for every halo.
 
 .. math:: \\theta \\sim p(\\theta), \\quad \\ln M_k \\sim P(M \\mid z_k), \\quad
-    \\ln L_k \\sim N(\\ln\\mu_L(M_k, z_k), S), \\quad L_{obs,k} \\sim \\mathrm{LogNormal}(\\ln L_k, \\sigma_{obs})
+    \\ln L_k \\sim N(\\ln\\mu_L(M_k, z_k), S), \\quad L_{obs,k} \\sim \\mathrm{LogNormal}(\\ln L_k, \\sigma_{obs,k})
 
 With ``centring="data"`` ``ln M`` is data-centred as in the latent-mass model (on the total
 scatter ``sqrt(S^2 + sigma_obs^2)``), and ``ln L`` is sampled relative to its exact
@@ -25,15 +25,16 @@ from bigmali.models.latent_mass import CENTRINGS, sample_ln_mass
 __all__ = ["model"]
 
 
-def model(z, lum_obs, prior: MassPrior, centring: str = "data"):
-    """Hyperprior, then per halo latent ``ln_mass`` and ``ln_lum`` and the observed ``lum_obs``."""
+def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, centring: str = "data"):
+    """Hyperprior, then per halo latent ``ln_mass`` and ``ln_lum`` and the observed ``lum_obs``
+    (``lum_obs_err``: each halo's measurement error, or None for ``sigma_obs``)."""
     if centring not in CENTRINGS:
         raise ValueError(f"centring {centring!r}: choose one of {', '.join(CENTRINGS)}")
     hyper = sample_hyper()
     y = jnp.log(lum_obs)
-    sigma_obs = relation.SIGMA_OBS
+    sigma_obs = relation.sigma_obs_of(lum_obs_err)
     with numpyro.plate("halos", jnp.shape(z)[0]):
-        ln_mass = sample_ln_mass(hyper, prior, z, y, relation.sigma_total(hyper.S), centring)
+        ln_mass = sample_ln_mass(hyper, prior, z, y, relation.sigma_total(hyper.S, sigma_obs), centring)
         ln_mu = relation.ln_mu_L(ln_mass, z, hyper)
         lum_dist = dist.Normal(ln_mu, hyper.S)
         if centring == "none":

@@ -1,7 +1,7 @@
 """The latent-mass model: one ``ln M`` per halo, ``L`` integrated out analytically.
 
 .. math:: \\theta \\sim p(\\theta), \\quad \\ln M_k \\sim P(M \\mid z_k), \\quad
-    L_{obs,k} \\mid M_k \\sim \\mathrm{LogNormal}(\\ln\\mu_L(M_k, z_k), \\sqrt{S^2+\\sigma_{obs}^2})
+    L_{obs,k} \\mid M_k \\sim \\mathrm{LogNormal}(\\ln\\mu_L(M_k, z_k), \\sqrt{S^2+\\sigma_{obs,k}^2})
 
 Written literally, NUTS cannot mix it at 10^5 halos: alpha1 moves every mass at once. With
 ``centring="data"`` (the default) every ``ln M`` is sampled through the data-centred map of
@@ -43,12 +43,13 @@ def sample_ln_mass(hyper: Hyper, prior: MassPrior, z, ln_lum, sigma, centring: s
         return numpyro.sample("ln_mass", mass_prior)
 
 
-def model(z, lum_obs, prior: MassPrior, centring: str = "data"):
-    """Hyperprior, then per halo a latent ``ln_mass`` and the observed ``lum_obs``."""
+def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, centring: str = "data"):
+    """Hyperprior, then per halo a latent ``ln_mass`` and the observed ``lum_obs``
+    (``lum_obs_err``: each halo's measurement error, or None for ``sigma_obs``)."""
     if centring not in CENTRINGS:
         raise ValueError(f"centring {centring!r}: choose one of {', '.join(CENTRINGS)}")
     hyper = sample_hyper()
-    sigma = relation.sigma_total(hyper.S)
+    sigma = relation.sigma_total(hyper.S, relation.sigma_obs_of(lum_obs_err))
     with numpyro.plate("halos", jnp.shape(z)[0]):
         ln_mass = sample_ln_mass(hyper, prior, z, jnp.log(lum_obs), sigma, centring)
         numpyro.sample("lum_obs", dist.LogNormal(relation.ln_mu_L(ln_mass, z, hyper), sigma), obs=lum_obs)

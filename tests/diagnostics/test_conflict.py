@@ -66,3 +66,21 @@ def test_ppc_by_luminosity_finds_where_the_model_departs(nuts_run, prior):
     assert z[0] > 3.0  # the faintest bin: more halos observed than replicated
     q = np.asarray(wrong["quantile_residual"])
     assert q[0] > 2.0 and np.all(np.abs(q) <= 2.6)  # bounded by the 100 replicates
+
+
+def test_ppc_replicates_give_each_halo_its_own_error(prior):
+    """A replicate of a halo with error 1.0 scatters by sqrt(S^2 + 1) around the relation; a
+    halo with error 0.001 by S: replicate the same halo many times and compare the spreads."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bigmali.diagnostics.ppc import replicate_ln_lum_obs
+    from bigmali.relation import HYPERSEED
+
+    z = np.full(2, 0.5)
+    reps = replicate_ln_lum_obs([HYPERSEED] * 4000, z, prior, seed=1, lum_obs_err=jnp.array([0.001, 1.0]))
+    same_mass = replicate_ln_lum_obs([HYPERSEED] * 4000, z, prior, seed=1)
+    # The mass prior's spread is common to both; the extra variance is the error's.
+    extra = reps[:, 1].var() - same_mass[:, 1].var()
+    assert abs(extra - (1.0 - 0.05**2)) < 0.1
+    assert abs(reps[:, 0].var() - same_mass[:, 0].var()) < 0.05 * same_mass[:, 0].var()

@@ -70,6 +70,15 @@ def test_resuming_gives_the_datasets_an_uninterrupted_run_gives(tmp_path, prior)
         run_sbc(part, 4, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=5, progress=False)
 
 
+def test_mocks_with_per_halo_errors_are_recorded_and_fitted_with_them(tmp_path, prior):
+    path = tmp_path / "err.jsonl"
+    options = dict(prior=prior, warmup=WARMUP, draws=DRAWS, thin=2, progress=False)
+    result = run_sbc(path, 2, N_HALOS, lum_obs_err=(0.02, 0.3), **options)
+    assert result.settings.lum_obs_err == [0.02, 0.3] and result.divergences.sum() == 0
+    with pytest.raises(ValueError, match=r"lum_obs_err = \[0.02, 0.3\], not None"):
+        run_sbc(path, 3, N_HALOS, **options)
+
+
 def test_other_methods_go_through_fit(tmp_path, prior):
     result = run_sbc(tmp_path / "svi.jsonl", 2, 300, method="svi", draws=200, thin=2, prior=prior, progress=False)
     assert result.settings.method == "svi" and result.dataset.tolist() == [0, 1]

@@ -89,7 +89,30 @@ def test_cli_flags_are_the_engines_options_with_their_defaults():
     assert cli._fit_kwargs(parser.parse_args(["demo", "--target-ess", "0"]))["target_ess"] == 0
 
 
-def test_a_catalog_with_per_halo_errors_is_refused_not_fitted_with_the_fixed_noise(prior):
-    catalog = bigmali.Catalog.from_arrays(z=[0.1, 0.2], lum_obs=[1e4, 2e4], lum_obs_err=[0.1, 0.2])
-    with pytest.raises(ValueError, match="column 'lum_obs_err': per-halo measurement errors are not used"):
-        bigmali.fit(catalog, prior=prior, progress=False)
+def test_a_catalog_with_per_halo_errors_is_fitted_with_them_and_the_run_keeps_them(prior, tmp_path):
+    """The collapsed tables and the latent models' arguments carry the column; the DataTree
+    records it (the rebuilt catalog has it, and its fingerprint covers it), the pointwise
+    log-likelihood is computed with it, and a catalog whose errors differ is told apart."""
+    import numpy as np
+
+    from bigmali.catalog import Catalog
+    from bigmali.datatree import attr_json, check_run_data, load_run, run_catalog, save_run
+    from bigmali.inference.engines import fit_data
+    from bigmali.likelihood import quadrature as Q
+
+    catalog = bigmali.simulate(prior, n_halos=300, seed=6, lum_obs_err=(0.02, 0.3))
+    err = np.asarray(catalog.lum_obs_err)
+    np.testing.assert_array_equal(np.asarray(fit_data(catalog, prior, "collapsed").collapsed.obs_err), err)
+    np.testing.assert_array_equal(np.asarray(fit_data(catalog, prior, "latent_mass").model_args[3]), err)
+    run = bigmali.fit(catalog, prior=prior, chains=1, warmup=100, draws=50, progress=False, mass_draws=2)
+    back = run_catalog(load_run(save_run(run, tmp_path / "run.nc")))
+    np.testing.assert_array_equal(back.lum_obs_err, err)
+    assert back.fingerprint() == catalog.fingerprint() == attr_json(run, "fingerprint")["catalog_sha256"]
+    draw = {name: float(run["posterior"][name][0, 0]) for name in bigmali.Hyper._fields}
+    exact = Q.log_likelihood_halos(bigmali.Hyper(**draw), Q.prepare(catalog.z, catalog.lum_obs, prior, lum_obs_err=err))
+    np.testing.assert_allclose(run["log_likelihood"]["lum_obs"][0, 0], exact, rtol=1e-10)
+    other = Catalog.from_arrays(z=catalog.z, lum_obs=catalog.lum_obs, lum_obs_err=err * 1.1)
+    with pytest.raises(ValueError, match="column 'lum_obs_err' differs in 300 of 300 rows, first at row 0"):
+        check_run_data(run, other)
+    with pytest.raises(ValueError, match="column 'lum_obs_err': only the run has per-halo measurement errors"):
+        check_run_data(run, Catalog.from_arrays(z=catalog.z, lum_obs=catalog.lum_obs))

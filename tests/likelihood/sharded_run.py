@@ -44,14 +44,18 @@ def main(argv):
     rng = np.random.default_rng(5)
     z = rng.uniform(0.01, 3.4, N_HALOS)
     lum_obs = np.exp(rng.normal(8.0, 0.8, N_HALOS) + 1.1 * np.log1p(z))
+    # The second catalog has per-halo errors and a flux limit below every halo.
+    err = np.exp(rng.uniform(np.log(0.02), np.log(0.3), N_HALOS))
+    lum_lim = lum_obs * np.exp(-rng.uniform(0.0, 2.0, N_HALOS))
     rows = sharding.process_rows(N_HALOS)
-    data = quadrature.prepare(z[rows], lum_obs[rows], prior)
     result = {"devices": jax.device_count(), "processes": jax.process_count()}
-    if argv[0] == "local":
-        result["one"] = values(quadrature.log_likelihood, data)
-    sharded, weight = sharding.shard_halos(data, n_total=N_HALOS)
-    result["all"] = values(sharding.log_likelihood, sharded, weight)
-    result["shards"] = len(sharded.y.sharding.device_set)
+    for name, extra in (("", {}), ("_selected", {"lum_obs_err": err[rows], "lum_lim": lum_lim[rows]})):
+        data = quadrature.prepare(z[rows], lum_obs[rows], prior, **extra)
+        if argv[0] == "local":
+            result["one" + name] = values(quadrature.log_likelihood, data)
+        sharded, weight = sharding.shard_halos(data, n_total=N_HALOS)
+        result["all" + name] = values(sharding.log_likelihood, sharded, weight)
+        result["shards"] = len(sharded.y.sharding.device_set)
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)
 

@@ -91,3 +91,86 @@ def test_more_outliers_than_the_exact_tail_handles_stay_finite_and_close(prior, 
     key = float(H.numerical_integration(HYPERSEED, H.halo_data(z[-1:], lum[-1:], prior), prior).log_like[0])
     assert abs(values[100] / key - 1) < 0.01  # among the first Q._MAX_BEYOND: the continuation, within 1%
     assert np.isfinite(values[-1]) and values[-1] < values[:100].min()  # beyond them: the edge value
+
+
+# ---------------------------------------------------------------- per-halo measurement errors
+
+
+@pytest.fixture(scope="module")
+def noisy(prior):
+    """A mock whose halos have their own errors, log-uniform in [0.02, 0.3], and a few extreme ones."""
+    mock = bigmali.simulate(prior, n_halos=400, seed=12, lum_obs_err=(0.02, 0.3))
+    err = np.asarray(mock.lum_obs_err).copy()
+    err[:4] = [0.001, 0.5, 1.0, 2.0]
+    return np.asarray(mock.z), np.asarray(mock.lum_obs), err
+
+
+def test_per_halo_errors_match_brute_force_simpson(prior, noisy):
+    """Each halo's own sigma_k = sqrt(S^2 + err_k^2), read from the 2-D table, against Simpson
+    with 1e4 masses at that sigma_k (itself good to ~1e-7 per halo)."""
+    z, lum, err = noisy
+    fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, lum_obs_err=err)))
+    ref = Q.reference_log_likelihood_halos(HYPERSEED, z, lum, prior, lum_obs_err=err)
+    assert np.abs(fast - ref).max() < 2e-7
+    # The errors matter: with sigma_obs for every halo the values differ by far more.
+    fixed = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior)))
+    assert np.abs(fixed - ref).max() > 0.1
+
+
+def test_per_halo_errors_all_equal_to_sigma_obs_give_the_fixed_noise_likelihood(prior, noisy):
+    z, lum, _ = noisy
+    same = np.full(z.size, bigmali.relation.SIGMA_OBS)
+    per_halo = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, lum_obs_err=same)))
+    fixed = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior)))
+    assert np.abs(per_halo - fixed).max() < 2e-7
+
+
+def test_per_halo_errors_in_linear_z_mode_match_the_reference(prior_linear, noisy):
+    z, lum, err = (v[:200] for v in noisy)
+    data = Q.prepare(z, lum, prior_linear, lum_obs_err=err)
+    fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, data, Q.QuadratureConfig(linear=True)))
+    ref = Q.reference_log_likelihood_halos(HYPERSEED, z, lum, prior_linear, lum_obs_err=err)
+    assert np.abs(fast - ref).max() < 2e-7
+
+
+def test_per_halo_gradient_matches_finite_differences_with_an_outlier_beyond_the_grid(prior, noisy):
+    """The gradient is written by hand (value and partials from one read of each block):
+    check it, for halos on the grid and for one continued beyond it (10^4 x the brightest)."""
+    z, lum, err = noisy
+    lum = np.concatenate([lum, [lum.max() * 1e4]])
+    data = Q.prepare(np.append(z, 0.5), lum, prior, lum_obs_err=np.append(err, 0.1))
+    for sub in (slice(None, -1), slice(-1, None)):
+        part = data._replace(
+            **{f: getattr(data, f)[sub] for f in ("y", "ln1pz", "row_lo", "row_hi", "w_hi", "obs_err")}
+        )
+        f = jax.jit(lambda th, d=part: Q.log_likelihood(Hyper(*th), d))
+        theta = jnp.array(HYPERSEED)
+        grad = jax.grad(f)(theta)
+        assert np.all(np.isfinite(np.asarray(grad))) and np.isfinite(float(f(theta)))
+        for i, h in enumerate((1e-6, 1e-7, 1e-6, 1e-7)):
+            e = jnp.zeros(4).at[i].set(h)
+            fd = (f(theta + e) - f(theta - e)) / (2 * h)
+            assert float(grad[i]) == pytest.approx(float(fd), rel=1e-4, abs=1e-2)
+
+
+def test_per_halo_outliers_beyond_the_grid_are_continued_as_the_fixed_noise_path_does(prior, noisy):
+    """Halos 10^4 x brighter than the brightest, each with sigma_obs as its own error: the same
+    Gaussian continuation of the grid's edge as the fixed-noise path (whose value is checked
+    against the answer key above), and more than Q._MAX_BEYOND of them all get it."""
+    n_out = Q._MAX_BEYOND + 5
+    z, lum = np.full(n_out, 0.5), np.full(n_out, noisy[1].max() * 1e4)
+    err = np.full(n_out, bigmali.relation.SIGMA_OBS)
+    per_halo = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, lum_obs_err=err)))
+    fixed = float(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z[:1], lum[:1], prior))[0])
+    assert np.all(np.abs(per_halo / fixed - 1) < 1e-3)
+
+
+def test_a_theta_that_puts_a_halo_outside_the_tables_levels_gives_it_minus_infinity(prior, noisy):
+    z, lum, err = noisy
+    data = Q.prepare(z, lum, prior, lum_obs_err=err)
+    w_max = float(np.exp(data.ln_w0 + data.ln_w_step * (data.log_g.shape[1] - 1)))
+    sigma = np.sqrt(HYPERSEED.S**2 + err**2)
+    alpha2 = float(sigma.max() / w_max) * 0.9  # the noisiest halo's w is beyond the top level
+    values = np.asarray(Q.log_likelihood_halos(HYPERSEED._replace(alpha2=alpha2), data))
+    outside = sigma / alpha2 > w_max
+    assert outside.any() and np.all(values[outside] == -np.inf) and np.all(np.isfinite(values[~outside]))

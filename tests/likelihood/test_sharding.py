@@ -32,7 +32,7 @@ def _result(proc):
 
 
 def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
-    """Value and gradient at two points of 3,001 halos: 4 forced host devices in one
+    """Value and gradient at two points of 3,001 halos (without, then with per-halo errors and a flux limit): 4 forced host devices in one
     process, and two processes joined by jax.distributed (a coordinator on 127.0.0.1), against
     one device. Only the order of the sum differs: within 1e-10 relative (the issue's bound).
     One test, so the three processes run at once whichever worker runs it."""
@@ -46,3 +46,6 @@ def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
     assert distributed["processes"] == 2 and distributed["devices"] == 2 and distributed["shards"] == 2
     assert second is None  # only process 0 reports
     np.testing.assert_allclose(distributed["all"], local["one"], rtol=1e-10, atol=0)
+    # ... and with per-halo errors and a flux limit (their per-halo columns split the same way).
+    np.testing.assert_allclose(local["all_selected"], local["one_selected"], rtol=1e-10, atol=0)
+    np.testing.assert_allclose(distributed["all_selected"], local["one_selected"], rtol=1e-10, atol=0)

@@ -55,8 +55,8 @@ def test_centring_is_an_exact_change_of_variables(prior):
 
     tr = trace(substitute(seed(latent_mass.model, 0), {**hyper_params, "ln_mass_u": u})).get_trace(z, lum, prior)
     ln_mass = tr["ln_mass"]["value"]
-    centred = _log_joint(latent_mass.model, {**hyper_params, "ln_mass_u": u}, (z, lum, prior, "data"))
-    literal = _log_joint(latent_mass.model, {**hyper_params, "ln_mass": ln_mass}, (z, lum, prior, "none"))
+    centred = _log_joint(latent_mass.model, {**hyper_params, "ln_mass_u": u}, (z, lum, prior, None, "data"))
+    literal = _log_joint(latent_mass.model, {**hyper_params, "ln_mass": ln_mass}, (z, lum, prior, None, "none"))
 
     def ln_mass_of(v):  # the map is elementwise, so a JVP with ones gives its diagonal Jacobian
         trv = trace(substitute(seed(latent_mass.model, 0), {**hyper_params, "ln_mass_u": v})).get_trace(z, lum, prior)
@@ -152,3 +152,31 @@ def test_extreme_halos_fit_without_divergences(model, small_mock, prior):
     for name in HYPERSEED._fields:
         assert np.all(np.isfinite(np.asarray(run["posterior"][name])))
         assert result["parameters"][name]["r_hat"] <= 1.05
+
+
+@pytest.mark.parametrize("model_name", ["latent_mass", "full"])
+def test_latent_models_give_each_halo_its_own_measurement_error(prior, model_name):
+    """With the masses (and for the full model the true luminosities) given, the log density is
+    the hyperprior, the mass prior and the lognormal of L_obs at each halo's own error."""
+    from bigmali import relation
+    from bigmali.models import MODELS
+
+    cat = bigmali.simulate(prior, n_halos=50, seed=5, lum_obs_err=(0.02, 0.3))
+    z, lum, err = jnp.asarray(cat.z), jnp.asarray(cat.lum_obs), jnp.asarray(cat.lum_obs_err)
+    ln_mass, ln_lum = jnp.log(jnp.asarray(cat.mass)), jnp.log(jnp.asarray(cat.lum))
+    params = {f"{k}_decentered": jnp.float64(0.0) for k in HYPERSEED._fields}
+    params["ln_mass"] = ln_mass
+    hyper = relation.HYPERPRIOR_MEAN
+    ln_mu = relation.ln_mu_L(ln_mass, z, hyper)
+    expected = float(jnp.sum(LnMassPrior(prior, z).log_prob(ln_mass)))
+    if model_name == "full":
+        params["ln_lum"] = ln_lum
+        expected += float(jnp.sum(relation.lognormal_logpdf(ln_lum, ln_mu, hyper.S) + ln_lum))
+        expected += float(jnp.sum(relation.lognormal_logpdf(jnp.log(lum), ln_lum, err)))
+    else:
+        expected += float(jnp.sum(relation.lognormal_logpdf(jnp.log(lum), ln_mu, relation.sigma_total(hyper.S, err))))
+    got = _log_joint(MODELS[model_name].model, params, (z, lum, prior, err, "none"))
+    hyperprior = -4 * 0.5 * np.log(2 * np.pi)  # the standardised sites at 0
+    assert got == pytest.approx(expected + hyperprior, rel=1e-12)
+    # sigma_obs for every halo gives another number.
+    assert _log_joint(MODELS[model_name].model, params, (z, lum, prior, None, "none")) != pytest.approx(got, rel=1e-6)

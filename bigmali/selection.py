@@ -1,0 +1,172 @@
+"""Survey selection: the flux limit below which a survey does not detect a halo.
+
+A galaxy survey detects a halo only when its observed luminosity exceeds a limit
+``L_lim(z)`` that rises with redshift. A catalog cut that way holds only the bright tail at
+high z, and a fit that ignores the cut biases the slope and the evolution (Malmquist bias).
+Each detected halo's likelihood is then conditioned on its detection (see
+:mod:`bigmali.likelihood.quadrature`):
+
+.. math:: P(L_{obs,k} \\mid \\theta, z_k, \\mathrm{detected}) =
+    \\frac{P(L_{obs,k} \\mid \\theta, z_k)}{P(L_{obs} > L_{lim}(z_k) \\mid \\theta, z_k)}.
+
+A :class:`FluxLimit` is one of
+
+* a constant (``--flux-limit VALUE``);
+* a table of ``z`` and ``lum_lim`` (``--flux-limit FILE``, any table astropy reads, with those
+  two columns), interpolated linearly in ``ln L_lim`` between its rows; a halo outside the
+  table's redshifts is an error, not an extrapolation;
+* the catalog's own per-halo column ``lum_lim`` (``--flux-limit column``).
+
+Limits are in the catalog's luminosity unit. A catalog records its limit in its metadata
+(key ``FLUXLIM``, a JSON string), so that a fit finds it again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["FluxLimit", "META_KEY", "check_detected"]
+
+META_KEY = "FLUXLIM"
+KINDS = ("constant", "table", "column")
+
+
+class FluxLimit(NamedTuple):
+    """A flux limit ``L_lim(z)``: build one with :meth:`constant`, :meth:`table`,
+    :meth:`column` or :meth:`parse`.
+
+    Attributes:
+        kind: ``"constant"``, ``"table"`` or ``"column"``.
+        value: the constant limit.
+        z, lum: the table's rows (z increasing).
+        source: where the table was read from (recorded, not used).
+    """
+
+    kind: str
+    value: float | None = None
+    z: tuple = ()
+    lum: tuple = ()
+    source: str | None = None
+
+    @classmethod
+    def constant(cls, value: float) -> FluxLimit:
+        value = float(value)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"flux limit {value!r}: must be a finite luminosity > 0")
+        return cls("constant", value=value)
+
+    @classmethod
+    def table(cls, z, lum, source: str | None = None) -> FluxLimit:
+        z, lum = np.asarray(z, dtype=np.float64), np.asarray(lum, dtype=np.float64)
+        where = f" in {source}" if source else ""
+        if z.ndim != 1 or z.shape != lum.shape or z.size < 2:
+            raise ValueError(f"flux-limit table{where}: needs at least two rows of z and lum_lim")
+        for name, values in (("z", z), ("lum_lim", lum)):
+            bad = np.flatnonzero(~np.isfinite(values) | ((values <= 0) if name == "lum_lim" else (values < 0)))
+            if bad.size:
+                rule = "> 0" if name == "lum_lim" else ">= 0"
+                raise ValueError(
+                    f"flux-limit table{where}, column {name!r}, row {bad[0]}: value {values[bad[0]]!r} "
+                    f"must be finite and {rule}"
+                )
+        step = np.flatnonzero(np.diff(z) <= 0)
+        if step.size:
+            raise ValueError(
+                f"flux-limit table{where}, column 'z', row {step[0] + 1}: value {z[step[0] + 1]!r} does not "
+                f"increase from {z[step[0]]!r}"
+            )
+        return cls("table", z=tuple(z.tolist()), lum=tuple(lum.tolist()), source=source)
+
+    @classmethod
+    def column(cls) -> FluxLimit:
+        return cls("column")
+
+    @classmethod
+    def parse(cls, text: str) -> FluxLimit:
+        """``"column"``, a number, or the path of a table with columns ``z`` and ``lum_lim``."""
+        text = str(text).strip()
+        if text == "column":
+            return cls.column()
+        try:
+            value = float(text)
+        except ValueError:
+            return cls._read_table(Path(text))
+        return cls.constant(value)
+
+    @classmethod
+    def _read_table(cls, path: Path) -> FluxLimit:
+        from astropy.table import Table
+
+        if not path.exists():
+            raise ValueError(f"flux limit {str(path)!r}: neither a number, 'column', nor an existing table file")
+        fmt = "ascii" if path.suffix.lower() in (".txt", ".dat", ".csv") else None
+        table = Table.read(path, format=fmt) if fmt else Table.read(path)
+        missing = [c for c in ("z", "lum_lim") if c not in table.colnames]
+        if missing:
+            raise ValueError(f"flux-limit table {str(path)!r}: no column {missing[0]!r} (has {', '.join(table.colnames)})")
+        return cls.table(np.asarray(table["z"]), np.asarray(table["lum_lim"]), source=str(path))
+
+    def ln_limit(self, catalog) -> np.ndarray:
+        """``ln L_lim`` at each halo of ``catalog``; a halo the limit does not cover is an error."""
+        z = np.asarray(catalog.z, dtype=np.float64)
+        if self.kind == "constant":
+            return np.full(z.size, math.log(self.value))
+        if self.kind == "column":
+            if catalog.lum_lim is None:
+                raise ValueError("flux limit 'column': the catalog has no column 'lum_lim'")
+            return np.log(np.asarray(catalog.lum_lim, dtype=np.float64))
+        z_tab, ln_tab = np.asarray(self.z), np.log(np.asarray(self.lum))
+        outside = np.flatnonzero((z < z_tab[0]) | (z > z_tab[-1]))
+        if outside.size:
+            row = int(outside[0])
+            raise ValueError(
+                f"column 'z', row {row}: value {z[row]!r} is outside the flux-limit table's redshifts "
+                f"[{z_tab[0]:g}, {z_tab[-1]:g}]{f' ({self.source})' if self.source else ''}; "
+                f"{outside.size} halo(s) are not covered"
+            )
+        return np.interp(z, z_tab, ln_tab)
+
+    def to_meta(self) -> str:
+        """The limit as the JSON string a catalog's metadata records under :data:`META_KEY`."""
+        return json.dumps({k: v for k, v in self._asdict().items() if v not in (None, ())})
+
+    @classmethod
+    def from_meta(cls, meta) -> FluxLimit | None:
+        """The limit a catalog's metadata records, or None."""
+        if META_KEY not in meta:
+            return None
+        fields = json.loads(meta[META_KEY])
+        if fields.get("kind") not in KINDS:
+            raise ValueError(f"catalog metadata {META_KEY}: unknown flux-limit kind {fields.get('kind')!r}")
+        if fields["kind"] == "constant":
+            return cls.constant(fields["value"])
+        if fields["kind"] == "table":
+            return cls.table(fields["z"], fields["lum"], fields.get("source"))
+        return cls.column()
+
+    def describe(self) -> str:
+        if self.kind == "constant":
+            return f"L_lim = {self.value:g} at every z"
+        if self.kind == "table":
+            return f"L_lim(z) from a table of {len(self.z)} rows, z in [{self.z[0]:g}, {self.z[-1]:g}]" + (
+                f" ({self.source})" if self.source else ""
+            )
+        return "L_lim per halo, the catalog's column lum_lim"
+
+
+def check_detected(catalog, ln_lim: np.ndarray) -> None:
+    """Refuse a catalog with a halo below its own flux limit: the selection says it cannot be there."""
+    ln_lum = np.log(np.asarray(catalog.lum_obs, dtype=np.float64))
+    below = np.flatnonzero(ln_lum < ln_lim)
+    if below.size:
+        row = int(below[0])
+        raise ValueError(
+            f"column 'lum_obs', row {row}: value {float(catalog.lum_obs[row])!r} is below its flux limit "
+            f"{math.exp(ln_lim[row])!r}, so a survey with that limit would not have detected it "
+            f"({below.size} halo(s) below their limits): check the limit, or cut the catalog to it"
+        )
