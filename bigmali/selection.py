@@ -108,7 +108,9 @@ class FluxLimit(NamedTuple):
         table = Table.read(path, format=fmt) if fmt else Table.read(path)
         missing = [c for c in ("z", "lum_lim") if c not in table.colnames]
         if missing:
-            raise ValueError(f"flux-limit table {str(path)!r}: no column {missing[0]!r} (has {', '.join(table.colnames)})")
+            raise ValueError(
+                f"flux-limit table {str(path)!r}: no column {missing[0]!r} (has {', '.join(table.colnames)})"
+            )
         return cls.table(np.asarray(table["z"]), np.asarray(table["lum_lim"]), source=str(path))
 
     def ln_limit(self, catalog) -> np.ndarray:
