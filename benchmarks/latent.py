@@ -41,7 +41,7 @@ from bigmali.relation import HYPER_NAMES  # noqa: E402
 
 
 def gradient_ms(model, catalog, prior, centring, repeats=20):
-    args = (jax.numpy.asarray(catalog.z), jax.numpy.asarray(catalog.lum_obs), prior, None, centring)
+    args = (jax.numpy.asarray(catalog.z), jax.numpy.asarray(catalog.lum_obs), prior, None, None, centring)
     info, potential_fn, *_ = initialize_model(jax.random.PRNGKey(0), model, model_args=args)
     value_and_grad = jax.jit(jax.value_and_grad(potential_fn))
     jax.block_until_ready(value_and_grad(info.z))

@@ -12,6 +12,8 @@ dec          no        declination in degrees, [-90, 90]
 mass         no        true halo mass in Msun (mocks only)
 lum          no        true luminosity (mocks only)
 lum_obs_err  no        this halo's measurement error: the sd of ln L_obs, > 0
+lum_lim      no        this halo's flux limit (same scale as lum_obs), > 0: used with
+                       ``--flux-limit column`` (see :mod:`bigmali.selection`)
 ===========  ========  =========================================================
 
 Other columns (ids, magnitudes, ...) are carried along untouched. Formats: FITS, ECSV and
@@ -68,7 +70,7 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = ("z", "lum_obs")
-OPTIONAL_COLUMNS = ("ra", "dec", "mass", "lum", "lum_obs_err")
+OPTIONAL_COLUMNS = ("ra", "dec", "mass", "lum", "lum_obs_err", "lum_lim")
 TEXT_2017_COLUMNS = ("z", "lum_obs", "mass", "ra", "dec")
 DEFAULT_Z_MAX = Z_GRID_2017[-1]
 """Largest redshift of the default (2017) mass prior."""
@@ -237,6 +239,7 @@ def validate_catalog(table: Table, *, z_max: float | None = DEFAULT_Z_MAX, sourc
         checks = {
             "lum_obs": (values <= 0, "must be > 0 (luminosities are positive)"),
             "lum": (values <= 0, "must be > 0 (luminosities are positive)"),
+            "lum_lim": (values <= 0, "must be > 0 (luminosities are positive)"),
             "mass": (values <= 0, "must be > 0 (masses are positive)"),
             "lum_obs_err": (values <= 0, "must be > 0 (it is the sd of ln L_obs)"),
             "ra": ((values < 0) | (values >= 360), "must lie in [0, 360) degrees"),
@@ -295,6 +298,7 @@ class Catalog:
         mass=None,
         lum=None,
         lum_obs_err=None,
+        lum_lim=None,
         meta=None,
         z_max: float | None = DEFAULT_Z_MAX,
         **extra,
@@ -308,6 +312,7 @@ class Catalog:
             "mass": mass,
             "lum": lum,
             "lum_obs_err": lum_obs_err,
+            "lum_lim": lum_lim,
             **extra,
         }
         # Quantities keep their unit, so that validation converts or refuses it.
@@ -344,6 +349,7 @@ class Catalog:
     lum_obs_err = property(
         lambda self: self._column("lum_obs_err"), doc="Per-halo sd of ln L_obs (measurement errors), or None."
     )
+    lum_lim = property(lambda self: self._column("lum_lim"), doc="Per-halo flux limits, or None.")
 
     @property
     def meta(self) -> dict:

@@ -102,6 +102,15 @@ def _hyper(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _flux_limit(text: str):
+    from bigmali.selection import FluxLimit
+
+    try:
+        return FluxLimit.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_error_range_argument(parser: argparse.ArgumentParser) -> None:
     """``--lum-obs-err LOW,HIGH``: mocks with per-halo measurement errors."""
     parser.add_argument(
@@ -181,6 +190,7 @@ def _cmd_simulate(args) -> int:
         dec=dec,
         seed=args.seed,
         lum_obs_err=args.lum_obs_err,
+        flux_limit=args.flux_limit,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -195,6 +205,12 @@ def _cmd_simulate(args) -> int:
             f"(the 2017 mock had {N_HALOS_2017}; ratio {expected / N_HALOS_2017:.2f})"
         )
     print(f"hyper:    {', '.join(f'{k}={v!r}' for k, v in hyper._asdict().items())}")
+    if args.flux_limit is not None:
+        drawn = int(catalog.meta["N_DRAWN"])
+        print(
+            f"selection: {args.flux_limit.describe()}: kept {len(catalog)} of the {drawn} halos drawn "
+            f"({len(catalog) / drawn:.1%})"
+        )
     print(f"wrote {args.out} in {time.perf_counter() - start:.2f} s")
     return 0
 
@@ -305,8 +321,10 @@ def _cmd_fit(args) -> int:
         method=args.method,
         prior=prior,
         prior_options=_prior_options(args),
+        flux_limit=args.flux_limit,
         **_fit_kwargs(args),
     )
+    print(f"selection: {run.attrs['selection_source']}")
     save_run(run, args.out)
     _print_summary(run, "hyperseed" if args.truth is None and "catalog_hyper" in run.attrs else args.truth, False)
     print(f"wrote {args.out}")
@@ -679,6 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="take redshifts (and ra, dec) from this catalog instead of drawing a lightcone",
     )
     add_error_range_argument(sim)
+    sim.add_argument(
+        "--flux-limit",
+        type=_flux_limit,
+        default=None,
+        metavar="VALUE|FILE",
+        help="keep only the halos above this limit on lum_obs: a constant, or a table file with columns z "
+        "and lum_lim (interpolated in ln lum_lim); recorded in the catalog's metadata",
+    )
     add_prior_arguments(sim)
     sim.set_defaults(func=_cmd_simulate)
 
@@ -709,6 +735,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_p.add_argument("--out", required=True, metavar="run.nc")
     fit_p.add_argument("--truth", default=None, metavar="hyperseed|FILE", help="add a recovery table")
+    fit_p.add_argument(
+        "--flux-limit",
+        type=lambda text: "none" if text.strip() == "none" else _flux_limit(text),
+        default=None,
+        metavar="VALUE|FILE|column|none",
+        help="the survey's flux limit on lum_obs: a constant, a table file (columns z, lum_lim), the catalog's "
+        "column lum_lim, or none (a complete catalog); default: the limit the catalog's metadata records, if any. "
+        "Each halo's likelihood is then conditioned on its detection",
+    )
     _add_fit_arguments(fit_p)
     add_prior_arguments(fit_p)
     fit_p.set_defaults(func=_cmd_fit)

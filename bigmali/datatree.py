@@ -51,7 +51,14 @@ def build_datatree(
     constant = {}
     if catalog is not None:  # None: a run read back without its catalog (bigmali.read_2017_run)
         constant["z"] = catalog.z
-        columns = (("ra", "ra"), ("dec", "dec"), ("mass_true", "mass"), ("lum_true", "lum"), ("lum_obs_err",) * 2)
+        columns = (
+            ("ra", "ra"),
+            ("dec", "dec"),
+            ("mass_true", "mass"),
+            ("lum_true", "lum"),
+            ("lum_obs_err",) * 2,
+            ("lum_lim",) * 2,
+        )
         for name, column in columns:
             values = getattr(catalog, column)
             if values is not None:
@@ -191,8 +198,17 @@ def run_catalog(run):
         mass=column("mass_true"),
         lum=column("lum_true"),
         lum_obs_err=column("lum_obs_err"),
+        lum_lim=column("lum_lim"),
         z_max=None,
     )
+
+
+def run_flux_limit(run):
+    """The flux limit a run was fitted with (its ``selection`` attribute), or None."""
+    from bigmali.selection import META_KEY, FluxLimit
+
+    recorded = run.attrs.get("selection", "none")
+    return None if recorded == "none" else FluxLimit.from_meta({META_KEY: recorded})
 
 
 def run_prior(run, prior=None):

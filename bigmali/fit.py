@@ -13,13 +13,14 @@ import numpy as np
 
 from bigmali import __version__ as _version
 from bigmali.catalog import Catalog
-from bigmali.datatree import attr_json, build_datatree
+from bigmali.datatree import attr_json, build_datatree, run_flux_limit
 from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
 from bigmali.inference.engines import ENGINES, Posterior, check_counts, engine_for, fit_data, make_config
 from bigmali.likelihood.quadrature import log_likelihood_halos_batch
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
+from bigmali.selection import resolve_flux_limit
 from bigmali.utils import map_blocks
 
 __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
@@ -38,7 +39,12 @@ DEFAULT_PRIOR_OPTIONS = {
 
 
 def pointwise_log_likelihood(
-    samples: dict, catalog: Catalog, prior: MassPrior, max_values: int = LOG_LIK_MAX_VALUES, data=None
+    samples: dict,
+    catalog: Catalog,
+    prior: MassPrior,
+    max_values: int = LOG_LIK_MAX_VALUES,
+    data=None,
+    flux_limit=None,
 ):
     """Each halo's collapsed ``ln P(L_obs,k | theta)`` for the posterior draws, for ArviZ's LOO.
 
@@ -46,7 +52,8 @@ def pointwise_log_likelihood(
     parameters, and leaving a halo out means integrating its mass out. At most ``max_values``
     numbers are kept (float64, 8 bytes each): when chains x draws x halos exceeds it, evenly
     spaced draws are kept and the returned ``draw`` indices say which. ``data``: the fit's
-    :class:`~bigmali.inference.engines.FitData`, whose collapsed tables are used if it has them.
+    :class:`~bigmali.inference.engines.FitData`, whose collapsed tables are used if it has them
+    (otherwise they are built, with ``flux_limit`` if the run had one).
 
     Returns ``(values (chain, draw, halo), draw_indices)``.
     """
@@ -55,7 +62,7 @@ def pointwise_log_likelihood(
     keep = max(1, min(draws, max_values // max(1, chains * n)))
     picks = np.unique(np.linspace(0, draws - 1, keep).round().astype(int))
     if data is None or data.collapsed is None:
-        data = fit_data(catalog, prior, "collapsed")
+        data = fit_data(catalog, prior, "collapsed", flux_limit=flux_limit)
     tables, config = data.collapsed, data.quadrature
 
     # Each draw costs its halos' terms and the table interpolated to its w (tables x rho grid
@@ -88,6 +95,7 @@ def fit(
     prior_options: dict | None = None,
     mass_draws: int = 20,
     log_likelihood: int | None = LOG_LIK_MAX_VALUES,
+    flux_limit=None,
     **options,
 ):
     """Fit the mass-luminosity relation to a catalog and return an ArviZ DataTree.
@@ -105,6 +113,10 @@ def fit(
         mass_draws: per-halo masses are kept for this many posterior draws in all (0 for none).
         log_likelihood: keep at most this many values of each halo's collapsed log-likelihood
             (for LOO), thinning draws evenly; 0 or None for none. Weighted runs have none.
+        flux_limit: the survey's flux limit (:class:`bigmali.selection.FluxLimit`, or text:
+            a number, a table file, ``"column"``, or ``"none"`` for a complete catalog). By
+            default the limit the catalog's metadata records, if any. Each halo is then
+            conditioned on its detection; the run records the limit (attribute ``selection``).
         **options: the method's settings, the fields of its engine's config (``chains``,
             ``warmup``, ``draws``, ``target_accept``, ... for NUTS; ``steps``, ``svi_draws``, ...
             for SVI; ``seed`` and ``progress`` for all); a setting the method lacks is refused.
@@ -120,11 +132,18 @@ def fit(
         raise ValueError(
             f"column 'z': the catalog reaches z = {catalog.z.max():g}, beyond the mass prior's {prior.z_max:g}"
         )
+    limit, limit_source = resolve_flux_limit(flux_limit, catalog)
     start = time.perf_counter()
-    data = fit_data(catalog, prior, model, mass_draws)
+    data = fit_data(catalog, prior, model, mass_draws, limit)
     post = engine.run(data, config)
-    attrs = {"model": model, "method": method, "prior_options": recorded_options}
+    attrs = {"model": model, "method": method, "prior_options": recorded_options, **_selection_attrs(limit)}
+    attrs["selection_source"] = limit_source
     return _datatree(post, data, config.seed, attrs, mass_draws, log_likelihood, start)
+
+
+def _selection_attrs(limit) -> dict:
+    """What a run records of its selection: the flux limit as JSON, or ``"none"``."""
+    return {"selection": "none" if limit is None else limit.to_meta()}
 
 
 def _datatree(
@@ -196,7 +215,7 @@ def extend(
     check_run_data(run, catalog, prior)
     config = attr_json(run, "config")
     start = time.perf_counter()
-    data = fit_data(catalog, prior, run.attrs["model"])
+    data = fit_data(catalog, prior, run.attrs["model"], flux_limit=run_flux_limit(run))
     state = {k: np.asarray(run["sampler_state"][k]) for k in ("position", "step_size", "inverse_mass_matrix")}
     seed = int(config["seed"]) + int(np.asarray(run["posterior"]["draw"]).size)
     out = nuts_engine.extend_nuts(data.model_fn, data.model_args, None, state, draws, seed, progress)

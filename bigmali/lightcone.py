@@ -136,6 +136,7 @@ def simulate(
     dec=None,
     seed: int = 0,
     lum_obs_err: tuple[float, float] | None = None,
+    flux_limit=None,
 ) -> Catalog:
     """Draw a mock catalog with true masses and luminosities.
 
@@ -151,6 +152,9 @@ def simulate(
         lum_obs_err: ``(low, high)``: give each halo its own measurement error, drawn
             log-uniformly in that range, written as the ``lum_obs_err`` column and used to
             draw ``lum_obs``; None for ``sigma_obs`` for every halo (and no column).
+        flux_limit: a :class:`bigmali.selection.FluxLimit` (a constant or a table): keep only
+            the halos it detects (``lum_obs`` above the limit at their redshift) and record
+            it in the metadata (``FLUXLIM``), with the number drawn (``N_DRAWN``).
 
     The catalog's metadata records the seed, the hyperparameters, the field and the
     expected number of halos ``N_EXPECT`` (and the error range, ``ERR_LO``/``ERR_HI``).
@@ -198,7 +202,7 @@ def simulate(
     ln_mass, ln_lum, ln_lum_obs = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z), sigma_obs)
     meta.update(relation.hyper_to_meta(hyper))
     meta["PRIOR"] = prior.description
-    return Catalog.from_arrays(
+    catalog = Catalog.from_arrays(
         z=z,
         lum_obs=np.exp(np.asarray(ln_lum_obs)),
         ra=ra,
@@ -209,3 +213,18 @@ def simulate(
         meta=meta,
         z_max=prior.z_max,
     )
+    return catalog if flux_limit is None else _detected(catalog, flux_limit)
+
+
+def _detected(catalog: Catalog, flux_limit) -> Catalog:
+    """The halos of a mock that ``flux_limit`` detects, with the limit recorded."""
+    from bigmali.selection import META_KEY
+
+    if flux_limit.kind == "column":
+        raise ValueError("a mock's flux limit must be a constant or a table, not the catalog's column")
+    keep = np.log(catalog.lum_obs) > flux_limit.ln_limit(catalog)
+    if not keep.any():
+        raise ValueError(f"flux limit ({flux_limit.describe()}): no halo of the {len(catalog)} drawn is detected")
+    table = catalog.table[keep]
+    table.meta.update({META_KEY: flux_limit.to_meta(), "N_DRAWN": len(catalog)})
+    return Catalog(table, z_max=None)

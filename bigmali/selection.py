@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["FluxLimit", "META_KEY", "check_detected"]
+__all__ = ["FluxLimit", "META_KEY", "check_detected", "resolve_flux_limit"]
 
 META_KEY = "FLUXLIM"
 KINDS = ("constant", "table", "column")
@@ -71,14 +71,14 @@ class FluxLimit(NamedTuple):
             if bad.size:
                 rule = "> 0" if name == "lum_lim" else ">= 0"
                 raise ValueError(
-                    f"flux-limit table{where}, column {name!r}, row {bad[0]}: value {values[bad[0]]!r} "
+                    f"flux-limit table{where}, column {name!r}, row {bad[0]}: value {float(values[bad[0]])!r} "
                     f"must be finite and {rule}"
                 )
         step = np.flatnonzero(np.diff(z) <= 0)
         if step.size:
             raise ValueError(
-                f"flux-limit table{where}, column 'z', row {step[0] + 1}: value {z[step[0] + 1]!r} does not "
-                f"increase from {z[step[0]]!r}"
+                f"flux-limit table{where}, column 'z', row {step[0] + 1}: value {float(z[step[0] + 1])!r} does not "
+                f"increase from {float(z[step[0]])!r}"
             )
         return cls("table", z=tuple(z.tolist()), lum=tuple(lum.tolist()), source=source)
 
@@ -116,18 +116,25 @@ class FluxLimit(NamedTuple):
     def ln_limit(self, catalog) -> np.ndarray:
         """``ln L_lim`` at each halo of ``catalog``; a halo the limit does not cover is an error."""
         z = np.asarray(catalog.z, dtype=np.float64)
-        if self.kind == "constant":
-            return np.full(z.size, math.log(self.value))
         if self.kind == "column":
             if catalog.lum_lim is None:
                 raise ValueError("flux limit 'column': the catalog has no column 'lum_lim'")
             return np.log(np.asarray(catalog.lum_lim, dtype=np.float64))
+        return self.ln_limit_at(z)
+
+    def ln_limit_at(self, z) -> np.ndarray:
+        """``ln L_lim(z)`` of a constant or a table (a redshift outside the table is an error)."""
+        z = np.atleast_1d(np.asarray(z, dtype=np.float64))
+        if self.kind == "constant":
+            return np.full(z.size, math.log(self.value))
+        if self.kind == "column":
+            raise ValueError("flux limit 'column' is per halo, not a function of z")
         z_tab, ln_tab = np.asarray(self.z), np.log(np.asarray(self.lum))
         outside = np.flatnonzero((z < z_tab[0]) | (z > z_tab[-1]))
         if outside.size:
             row = int(outside[0])
             raise ValueError(
-                f"column 'z', row {row}: value {z[row]!r} is outside the flux-limit table's redshifts "
+                f"column 'z', row {row}: value {float(z[row])!r} is outside the flux-limit table's redshifts "
                 f"[{z_tab[0]:g}, {z_tab[-1]:g}]{f' ({self.source})' if self.source else ''}; "
                 f"{outside.size} halo(s) are not covered"
             )
@@ -169,6 +176,21 @@ def check_detected(catalog, ln_lim: np.ndarray) -> None:
         row = int(below[0])
         raise ValueError(
             f"column 'lum_obs', row {row}: value {float(catalog.lum_obs[row])!r} is below its flux limit "
-            f"{math.exp(ln_lim[row])!r}, so a survey with that limit would not have detected it "
+            f"{math.exp(ln_lim[row]):.6g}, so a survey with that limit would not have detected it "
             f"({below.size} halo(s) below their limits): check the limit, or cut the catalog to it"
         )
+
+
+def resolve_flux_limit(flux_limit, catalog) -> tuple[FluxLimit | None, str]:
+    """The limit a fit uses, and where it came from: ``flux_limit`` if given (a
+    :class:`FluxLimit`, or text for :meth:`FluxLimit.parse`; ``"none"`` for a complete
+    catalog), else the one the catalog's metadata records, else none."""
+    if isinstance(flux_limit, str) and flux_limit.strip() == "none":
+        return None, "none (given): the catalog is taken as complete"
+    if flux_limit is not None:
+        limit = flux_limit if isinstance(flux_limit, FluxLimit) else FluxLimit.parse(flux_limit)
+        return limit, f"{limit.describe()} (given)"
+    limit = FluxLimit.from_meta(catalog.meta)
+    if limit is None:
+        return None, "none: the catalog records no flux limit and none was given"
+    return limit, f"{limit.describe()} (recorded in the catalog's metadata)"

@@ -129,3 +129,45 @@ def test_bad_run_file_fails_clearly(tmp_path, capsys):
 def test_unknown_model_is_refused(small_mock):
     with pytest.raises(ValueError, match="model 'nonsense': choose one of collapsed, latent_mass, full"):
         bigmali.fit(small_mock, model="nonsense")
+
+
+def test_a_flux_limited_fit_records_its_limit_and_extends_with_it(prior, tmp_path, capsys):
+    """bigmali simulate --flux-limit, then bigmali fit reads the recorded limit and says so;
+    the run records it, its log-likelihood is conditioned on detection, extending keeps it,
+    and the PPC (not built for selected runs yet) says so instead of flagging the cut."""
+    import numpy as np
+
+    from bigmali import cli
+    from bigmali.datatree import load_run
+    from bigmali.likelihood import quadrature as Q
+    from bigmali.selection import FluxLimit
+
+    mock = tmp_path / "cut.fits"
+    assert cli.main(["simulate", "--out", str(mock), "--n-halos", "600", "--seed", "2", "--flux-limit", "3000"]) == 0
+    assert "selection: L_lim = 3000 at every z: kept " in capsys.readouterr().out
+    out = tmp_path / "run.nc"
+    argv = ["fit", str(mock), "--out", str(out), "--chains", "1", "--warmup", "100", "--draws", "40", "--quiet"]
+    assert cli.main(argv + ["--mass-draws", "2"]) == 0
+    assert "selection: L_lim = 3000 at every z (recorded in the catalog's metadata)" in capsys.readouterr().out
+    run = load_run(out)
+    assert FluxLimit.from_meta({"FLUXLIM": run.attrs["selection"]}) == FluxLimit.constant(3000.0)
+    catalog = bigmali.read_catalog(mock)
+    draw = bigmali.Hyper(*(float(run["posterior"][k][0, 0]) for k in bigmali.Hyper._fields))
+    conditioned = Q.log_likelihood_halos(
+        draw, Q.prepare(catalog.z, catalog.lum_obs, prior, lum_lim=np.full(len(catalog), 3000.0))
+    )
+    np.testing.assert_allclose(run["log_likelihood"]["lum_obs"][0, 0], conditioned, rtol=1e-10)
+    longer = bigmali.extend(run, catalog, draws=10, progress=False)
+    assert longer.attrs["selection"] == run.attrs["selection"] and longer["posterior"]["alpha1"].shape == (1, 50)
+    with pytest.raises(ValueError, match="fitted with a flux limit"):
+        bigmali.posterior_predictive_check(run, prior=prior)
+    # The report shows the limit over the data, and says why it has no PPC.
+    bigmali.write_report(run, tmp_path / "report", prior=prior, ppc_draws=20)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h2>Selection</h2>" in page and "recorded in the catalog&#x27;s metadata" in page
+    assert (tmp_path / "report" / "selection.png").exists() and "fitted with a flux limit" in page
+    # A limit given on the command line wins; one above a halo is refused, naming it.
+    assert cli.main(argv + ["--flux-limit", "none", "--overwrite"]) == 0
+    assert "selection: none (given)" in capsys.readouterr().out
+    assert cli.main(argv + ["--flux-limit", "1e9", "--overwrite"]) == 1
+    assert "column 'lum_obs', row 0" in capsys.readouterr().err

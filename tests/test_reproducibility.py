@@ -170,7 +170,7 @@ def compute_potentials(prior, mock) -> dict:
                 QuadratureConfig(linear=prior.z_interp == "linear"),
             )
         else:
-            args = (z, lum, prior, None, "data")
+            args = (z, lum, prior, None, None, "data")
         info, potential, _, _ = initialize_model(jax.random.PRNGKey(5), module.model, model_args=args)
         flat, unravel = ravel_pytree(info.z)
         steps = 0.1 * jax.random.normal(jax.random.PRNGKey(6), (MODEL_POINTS, flat.size))

@@ -101,7 +101,7 @@ def prior_data_conflict(run, catalog=None, prior=None, *, max_draws: int = 1000)
         "psense_draws": 0,
     }
     if not is_weighted(run) and "observed_data" in run.children:
-        from bigmali.datatree import run_catalog, run_prior
+        from bigmali.datatree import run_catalog, run_flux_limit, run_prior
         from bigmali.inference.importance import exact_log_likelihoods
         from bigmali.likelihood.quadrature import QuadratureConfig, prepare
 
@@ -109,7 +109,10 @@ def prior_data_conflict(run, catalog=None, prior=None, *, max_draws: int = 1000)
         prior = run_prior(run, prior)
         samples = _thinned(run, max_draws)
         shape = samples["alpha1"].shape
-        data = prepare(np.asarray(catalog.z), np.asarray(catalog.lum_obs), prior, lum_obs_err=catalog.lum_obs_err)
+        limit = run_flux_limit(run)
+        lum_lim = None if limit is None else np.exp(limit.ln_limit(catalog))
+        z, lum = np.asarray(catalog.z), np.asarray(catalog.lum_obs)
+        data = prepare(z, lum, prior, lum_obs_err=catalog.lum_obs_err, lum_lim=lum_lim)
         flat = Hyper(*(samples[name].ravel() for name in HYPER_NAMES))
         log_like = exact_log_likelihoods(flat, data, QuadratureConfig(linear=prior.z_interp == "linear")).reshape(shape)
         result["psense"] = _psense(samples, log_like)

@@ -160,8 +160,13 @@ def posterior_predictive_check(
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic {statistic!r}: choose one of {', '.join(STATISTICS)}")
-    from bigmali.datatree import run_catalog, run_prior, select_hypers
+    from bigmali.datatree import run_catalog, run_flux_limit, run_prior, select_hypers
 
+    if run_flux_limit(run) is not None:
+        raise ValueError(
+            "the run was fitted with a flux limit, and replicates drawn from the selected (truncated) "
+            "predictive are not built yet: a PPC without the cut would flag the selection itself"
+        )
     catalog = run_catalog(run) if catalog is None else catalog
     prior = run_prior(run, prior)
     if n_draws < 20:

@@ -176,7 +176,10 @@ def summary(
     if ppc and "observed_data" in run.children:
         from bigmali.diagnostics.ppc import posterior_predictive_check
 
-        result.update(posterior_predictive_check(run, prior=prior, n_draws=ppc_draws).as_dict())
+        try:
+            result.update(posterior_predictive_check(run, prior=prior, n_draws=ppc_draws).as_dict())
+        except ValueError as exc:  # e.g. a flux-limited run: said, not hidden
+            result["ppc_not_run"] = str(exc)
     return result
 
 

@@ -208,6 +208,32 @@ def _convergence_section(page: _Page, conv: dict) -> None:
     )
 
 
+def _selection_section(page: _Page, run) -> None:
+    """The run's flux limit (if any) over its catalog in the (z, L_obs) plane."""
+    import matplotlib.pyplot as plt
+
+    from bigmali.datatree import run_catalog, run_flux_limit
+
+    limit = run_flux_limit(run)
+    source = run.attrs.get("selection_source", "none recorded")
+    if limit is None:
+        page.add(f"<h2>Selection</h2><p>No flux limit: the catalog was taken as complete ({html.escape(source)}).</p>")
+        return
+    catalog = run_catalog(run)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.scatter(catalog.z, catalog.lum_obs, s=2, alpha=0.3, color="tab:blue", label="detected halos", rasterized=True)
+    if limit.kind == "column":
+        ax.scatter(catalog.z, catalog.lum_lim, s=2, alpha=0.3, color="tab:red", label="each halo's limit")
+    else:
+        z = np.linspace(catalog.z.min(), catalog.z.max(), 200)
+        ax.plot(z, np.exp(limit.ln_limit_at(z)), color="tab:red", lw=2, label="flux limit")
+    ax.set(xlabel="z", ylabel="L_obs", yscale="log")
+    ax.legend(loc="lower right")
+    page.add(f"<h2>Selection</h2><p>Each halo was conditioned on its detection: {html.escape(source)}.</p>")
+    page.figure(fig, "selection", "The catalog in the (z, L_obs) plane and the flux limit it was fitted with.")
+    plt.close(fig)
+
+
 def _ppc_section(page: _Page, ppc) -> None:
     from bigmali.diagnostics.ppc import plot_ppc
 
@@ -380,6 +406,8 @@ def write_report(run, out_dir, *, truth=None, prior=None, ppc_draws: int = 200, 
         f"{html.escape(json.dumps(config))}; bigmali {html.escape(str(run.attrs.get('bigmali_version', '?')))}.</p>"
     )
     _recovery_section(page, result)
+    if "observed_data" in run.children:
+        _selection_section(page, run)
     if "influence" in result:
         _influence_section(page, result["influence"])
     if "prior_conflict" in result:

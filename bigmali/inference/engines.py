@@ -71,17 +71,32 @@ class FitData(NamedTuple):
     quadrature: QuadratureConfig | None = None
 
 
-def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0) -> FitData:
+def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0, flux_limit=None) -> FitData:
     """The model function and its arguments (the collapsed likelihood's tables built once).
-    A catalog's ``lum_obs_err`` column gives each halo its own measurement error."""
+    A catalog's ``lum_obs_err`` column gives each halo its own measurement error; a
+    ``flux_limit`` (:class:`bigmali.selection.FluxLimit`) conditions each halo on its
+    detection (a halo below its limit is refused)."""
+    from bigmali.selection import check_detected
+
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     err = None if catalog.lum_obs_err is None else jnp.asarray(catalog.lum_obs_err)
+    lum_lim = None
+    if flux_limit is not None:
+        ln_lim = flux_limit.ln_limit(catalog)
+        check_detected(catalog, ln_lim)
+        lum_lim = np.exp(ln_lim)
+    tables = collapsed.prepare_data(z, lum, prior, err, lum_lim)
     if model in LATENT_SITES:
-        return FitData(catalog, prior, model, MODELS[model].model, (z, lum, prior, err), halo_draws)
-    tables = collapsed.prepare_data(z, lum, prior, err)
-    quadrature = QuadratureConfig(linear=prior.z_interp == "linear")
+        selection = tables if lum_lim is not None else None
+        args = (z, lum, prior, err, selection)
+        return FitData(catalog, prior, model, MODELS[model].model, args, halo_draws, tables, _quadrature(prior))
+    quadrature = _quadrature(prior)
     model_fn = bind(MODELS[model].model, config=quadrature)
     return FitData(catalog, prior, model, model_fn, (z, lum, prior, tables), halo_draws, tables, quadrature)
+
+
+def _quadrature(prior: MassPrior) -> QuadratureConfig:
+    return QuadratureConfig(linear=prior.z_interp == "linear")
 
 
 class Posterior(NamedTuple):

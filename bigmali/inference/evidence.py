@@ -68,8 +68,9 @@ def _whitened(catalog: Catalog, prior: MassPrior):
     catalog size and prior), its arguments, and the Laplace mode and Cholesky factor."""
     from bigmali.inference.engines import fit_data
     from bigmali.inference.laplace import whitener
+    from bigmali.selection import resolve_flux_limit
 
-    data = fit_data(catalog, prior, "collapsed")
+    data = fit_data(catalog, prior, "collapsed", flux_limit=resolve_flux_limit(None, catalog)[0])
     model, args = data.model_fn, data.model_args
     w = whitener(model, args)
     return w, args, *w.start(args)

@@ -85,6 +85,7 @@ __all__ = [
     "prepare",
     "log_likelihood_halos",
     "log_likelihood",
+    "log_detection_probability",
     "log_likelihood_halos_batch",
     "log_likelihood_batch",
     "reference_log_likelihood_halos",
@@ -491,26 +492,6 @@ def _log_g_per_halo(data: CollapsedData, log_g, rho, ln_w, w, rows, hold_below: 
     return _stencil(hold_below, log_g, rows, j, i, data.rho_step, v - i, u - j, w), inside
 
 
-def _log_likelihood_per_halo(hyper: Hyper, data: CollapsedData, config: QuadratureConfig):
-    """:func:`log_likelihood_halos` for a catalog with per-halo errors (``data.obs_err``)."""
-    a2 = hyper.alpha2
-    w = relation.sigma_total(hyper.S, data.obs_err) / a2
-    ln_w = jnp.log(w)
-
-    def at(log_g, y, hold_below=False):
-        rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
-        value, inside = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_lo, hold_below)
-        if config.linear:
-            upper, _ = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_hi, hold_below)
-            value = _mix(value, upper, data.w_hi)
-        return value, inside
-
-    value, inside = at(data.log_g, data.y)
-    if data.y_lim is not None:
-        value = value - at(data.log_p_det, data.y_lim, hold_below=True)[0]
-    return jnp.where(inside, value - jnp.log(a2) - data.y, -jnp.inf)
-
-
 def _mix(lower, upper, mix):
     """ln((1 - mix) e^lower + mix e^upper), with mix = 0 exact."""
     return jnp.logaddexp(
@@ -518,28 +499,47 @@ def _mix(lower, upper, mix):
     )
 
 
+def _read(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_g, y, hold_below: bool = False):
+    """A theta-free table (``log_g`` is data.log_g or data.log_p_det) at each halo's
+    (rho, w) for the ln luminosity ``y`` (ln L_obs or ln L_lim): ln g (or ln G), and whether
+    each halo's w lies within the table's levels."""
+    a2 = hyper.alpha2
+    if data.obs_err is not None:  # each halo its own w: the 2-D stencil
+        w = relation.sigma_total(hyper.S, data.obs_err) / a2
+        ln_w = jnp.log(w)
+        rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
+        value, inside = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_lo, hold_below)
+        if config.linear:
+            upper, _ = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_hi, hold_below)
+            value = _mix(value, upper, data.w_hi)
+        return value, inside
+    w = relation.sigma_total(hyper.S) / a2  # one w: the table's plane at it, then 1-D per halo
+    plane, inside = _at_w(log_g, data, jnp.log(w))
+    table = _interpolant(plane)
+    rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
+    value = _log_g(data, table, w, rho, data.row_lo, hold_below)
+    if config.linear:
+        value = _mix(value, _log_g(data, table, w, rho, data.row_hi, hold_below), data.w_hi)
+    return value, inside
+
+
 @partial(jax.jit, static_argnames="config")
 def log_likelihood_halos(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
-    """``ln P(L_obs,k | theta)`` for every halo (per unit L_obs), mass integrated out."""
+    """``ln P(L_obs,k | theta)`` for every halo (per unit L_obs), mass integrated out; for a
+    flux-limited catalog (``data.y_lim``) conditioned on detection, ``ln P(L_obs,k | theta,
+    detected) = ln P(L_obs,k | theta) - ln P(L_obs > L_lim,k | theta)``."""
     hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
-    if data.obs_err is not None:
-        return _log_likelihood_per_halo(hyper, data, config)
-    a2 = hyper.alpha2
-    w = relation.sigma_total(hyper.S) / a2
+    value, inside = _read(hyper, data, config, data.log_g, data.y)
+    if data.y_lim is not None:
+        value = value - _read(hyper, data, config, data.log_p_det, data.y_lim, hold_below=True)[0]
+    return jnp.where(inside, value - jnp.log(hyper.alpha2) - data.y, -jnp.inf)
 
-    def at(log_g, y, hold_below=False):
-        plane, inside = _at_w(log_g, data, jnp.log(w))
-        table = _interpolant(plane)
-        rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
-        value = _log_g(data, table, w, rho, data.row_lo, hold_below)
-        if config.linear:
-            value = _mix(value, _log_g(data, table, w, rho, data.row_hi, hold_below), data.w_hi)
-        return value, inside
 
-    value, inside = at(data.log_g, data.y)
-    if data.y_lim is not None:  # conditioned on detection: divided by P(L_obs > L_lim | z, theta)
-        value = value - at(data.log_p_det, data.y_lim, hold_below=True)[0]
-    return jnp.where(inside, value - jnp.log(a2) - data.y, -jnp.inf)
+def log_detection_probability(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
+    """``ln P(L_obs > L_lim,k | theta, z_k)`` for every halo of a flux-limited catalog, the
+    mass integrated out over the prior (what the latent models divide each halo by)."""
+    hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
+    return _read(hyper, data, config, data.log_p_det, data.y_lim, hold_below=True)[0]
 
 
 def log_likelihood(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):

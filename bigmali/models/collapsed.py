@@ -53,10 +53,10 @@ class CollapsedLumObs(dist.Distribution):
         return jnp.exp(ln_mu + sigma * jax.random.normal(key_l, z.shape))
 
 
-def prepare_data(z, lum_obs, prior: MassPrior, lum_obs_err=None) -> CollapsedData:
+def prepare_data(z, lum_obs, prior: MassPrior, lum_obs_err=None, lum_lim=None) -> CollapsedData:
     """The collapsed likelihood's precomputed constants for this catalog and prior (and the
-    halos' own measurement errors, if the catalog has them)."""
-    return prepare(z, lum_obs, prior, lum_obs_err=lum_obs_err)
+    halos' own measurement errors and flux limits, if it has them)."""
+    return prepare(z, lum_obs, prior, lum_obs_err=lum_obs_err, lum_lim=lum_lim)
 
 
 def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):

@@ -20,14 +20,15 @@ from bigmali import relation
 from bigmali.mass_prior import MassPrior
 from bigmali.models.centering import CentredReparam
 from bigmali.models.common import sample_hyper
-from bigmali.models.latent_mass import CENTRINGS, sample_ln_mass
+from bigmali.models.latent_mass import CENTRINGS, sample_ln_mass, select
 
 __all__ = ["model"]
 
 
-def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, centring: str = "data"):
+def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, selection=None, centring: str = "data"):
     """Hyperprior, then per halo latent ``ln_mass`` and ``ln_lum`` and the observed ``lum_obs``
-    (``lum_obs_err``: each halo's measurement error, or None for ``sigma_obs``)."""
+    (``lum_obs_err``: each halo's measurement error, or None for ``sigma_obs``; ``selection``:
+    a flux-limited catalog's tables, see :func:`bigmali.models.latent_mass.select`)."""
     if centring not in CENTRINGS:
         raise ValueError(f"centring {centring!r}: choose one of {', '.join(CENTRINGS)}")
     hyper = sample_hyper()
@@ -46,3 +47,4 @@ def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, centring: str = "data"
             with numpyro.handlers.reparam(config={"ln_lum": reparam}):
                 ln_lum = numpyro.sample("ln_lum", lum_dist)
         numpyro.sample("lum_obs", dist.LogNormal(ln_lum, sigma_obs), obs=lum_obs)
+    select(hyper, prior, selection)

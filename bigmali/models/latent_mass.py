@@ -43,9 +43,10 @@ def sample_ln_mass(hyper: Hyper, prior: MassPrior, z, ln_lum, sigma, centring: s
         return numpyro.sample("ln_mass", mass_prior)
 
 
-def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, centring: str = "data"):
+def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, selection=None, centring: str = "data"):
     """Hyperprior, then per halo a latent ``ln_mass`` and the observed ``lum_obs``
-    (``lum_obs_err``: each halo's measurement error, or None for ``sigma_obs``)."""
+    (``lum_obs_err``: each halo's measurement error, or None for ``sigma_obs``;
+    ``selection``: a flux-limited catalog's prepared tables, see :func:`select`)."""
     if centring not in CENTRINGS:
         raise ValueError(f"centring {centring!r}: choose one of {', '.join(CENTRINGS)}")
     hyper = sample_hyper()
@@ -53,3 +54,22 @@ def model(z, lum_obs, prior: MassPrior, lum_obs_err=None, centring: str = "data"
     with numpyro.plate("halos", jnp.shape(z)[0]):
         ln_mass = sample_ln_mass(hyper, prior, z, jnp.log(lum_obs), sigma, centring)
         numpyro.sample("lum_obs", dist.LogNormal(relation.ln_mu_L(ln_mass, z, hyper), sigma), obs=lum_obs)
+    select(hyper, prior, selection)
+
+
+def select(hyper: Hyper, prior: MassPrior, selection) -> None:
+    """Condition every halo on its detection: the factor ``-sum_k ln P(L_obs > L_lim,k | theta, z_k)``.
+
+    A flux-limited catalog's halos are draws of ``p(M) p(L_obs | M) 1[L_obs > L_lim] / P_det``:
+    the latent mass keeps its prior and its observation density, and each halo is divided by
+    its detection probability, the mass integrated out (the collapsed model's exact
+    :func:`~bigmali.likelihood.quadrature.log_detection_probability`). Equivalently, the
+    observation density truncated at the limit, with the mass prior reweighted by the
+    probability of detection at that mass.
+    """
+    if selection is None:
+        return
+    from bigmali.likelihood.quadrature import QuadratureConfig, log_detection_probability
+
+    config = QuadratureConfig(linear=prior.z_interp == "linear")
+    numpyro.factor("selection", -jnp.sum(log_detection_probability(hyper, selection, config)))

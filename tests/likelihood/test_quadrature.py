@@ -44,10 +44,16 @@ def test_linear_z_mode_matches_its_reference(prior_linear, mock):
 
 
 def test_gradient_matches_finite_differences(prior, mock):
-    data = Q.prepare(mock.z, mock.lum_obs, prior)
+    assert_gradient_matches_finite_differences(Q.prepare(mock.z, mock.lum_obs, prior))
+
+
+def assert_gradient_matches_finite_differences(data):
+    """The total's gradient at the hyperseed against central differences (steps 1e-6 and
+    1e-7), within 1e-4 relative or 1e-2 absolute; value and gradient finite."""
     f = jax.jit(lambda th: Q.log_likelihood(Hyper(*th), data))
     theta = jnp.array(HYPERSEED)
     grad = jax.grad(f)(theta)
+    assert np.all(np.isfinite(np.asarray(grad))) and np.isfinite(float(f(theta)))
     for i, h in enumerate((1e-6, 1e-7, 1e-6, 1e-7)):
         e = jnp.zeros(4).at[i].set(h)
         fd = (f(theta + e) - f(theta - e)) / (2 * h)
@@ -143,14 +149,7 @@ def test_per_halo_gradient_matches_finite_differences_with_an_outlier_beyond_the
         part = data._replace(
             **{f: getattr(data, f)[sub] for f in ("y", "ln1pz", "row_lo", "row_hi", "w_hi", "obs_err")}
         )
-        f = jax.jit(lambda th, d=part: Q.log_likelihood(Hyper(*th), d))
-        theta = jnp.array(HYPERSEED)
-        grad = jax.grad(f)(theta)
-        assert np.all(np.isfinite(np.asarray(grad))) and np.isfinite(float(f(theta)))
-        for i, h in enumerate((1e-6, 1e-7, 1e-6, 1e-7)):
-            e = jnp.zeros(4).at[i].set(h)
-            fd = (f(theta + e) - f(theta - e)) / (2 * h)
-            assert float(grad[i]) == pytest.approx(float(fd), rel=1e-4, abs=1e-2)
+        assert_gradient_matches_finite_differences(part)
 
 
 def test_per_halo_outliers_beyond_the_grid_are_continued_as_the_fixed_noise_path_does(prior, noisy):
@@ -174,3 +173,54 @@ def test_a_theta_that_puts_a_halo_outside_the_tables_levels_gives_it_minus_infin
     values = np.asarray(Q.log_likelihood_halos(HYPERSEED._replace(alpha2=alpha2), data))
     outside = sigma / alpha2 > w_max
     assert outside.any() and np.all(values[outside] == -np.inf) and np.all(np.isfinite(values[~outside]))
+
+
+# ---------------------------------------------------------------- flux limits
+
+
+def _reference_log_detection(hyper, z, lim, prior, err=None, n=20_000):
+    """ln int p(M | z) Phi((ln mu_L(M) - ln L_lim) / sigma) dM by Simpson over the tabulated masses."""
+    import math
+
+    from jax.scipy.special import log_ndtr
+
+    from bigmali import relation
+    from bigmali.mass_prior import log_prob_ln_mass, tabulated_knots
+
+    knots = tabulated_knots(prior)
+    x = jnp.linspace(math.log(float(prior.mass[knots.start])), math.log(float(prior.mass[knots.stop - 1])), n + 1)
+    weights = jnp.ones(n + 1).at[1:-1:2].set(4.0).at[2:-1:2].set(2.0) * (x[1] - x[0]) / 3.0
+    sigma = jnp.broadcast_to(relation.sigma_total(hyper.S, relation.sigma_obs_of(err)), z.shape)
+    mu = relation.ln_mu_L(x[None, :], jnp.asarray(z)[:, None], hyper)
+    terms = log_prob_ln_mass(prior, x[None, :], jnp.asarray(z)[:, None]) + log_ndtr(
+        (mu - jnp.log(jnp.asarray(lim))[:, None]) / sigma[:, None]
+    )
+    return np.asarray(jax.nn.logsumexp(terms + jnp.log(weights)[None, :], axis=1))
+
+
+@pytest.mark.parametrize("with_errors", [False, True])
+def test_a_flux_limit_divides_each_halo_by_its_exact_detection_probability(prior, noisy, with_errors):
+    """ln P(detected) from the theta-free CDF table, against Simpson with 2e4 masses, for
+    limits from far below the halo to just below it; and the gradient against finite
+    differences."""
+    z, lum, err = (v[:300] for v in noisy)
+    err = err if with_errors else None
+    lim = lum * np.exp(-np.linspace(0.0, 6.0, z.size))
+    lim[:3] = lum[:3] * np.exp(-np.array([40.0, 1e-3, 15.0]))
+    limited = Q.prepare(z, lum, prior, lum_obs_err=err, lum_lim=lim)
+    complete = Q.prepare(z, lum, prior, lum_obs_err=err)
+    ln_p = np.asarray(Q.log_likelihood_halos(HYPERSEED, complete) - Q.log_likelihood_halos(HYPERSEED, limited))
+    ref = _reference_log_detection(HYPERSEED, z, lim, prior, err)
+    assert np.abs(ln_p - ref).max() < 1e-7
+    np.testing.assert_allclose(ln_p, np.asarray(Q.log_detection_probability(HYPERSEED, limited)), rtol=0, atol=1e-13)
+    assert ln_p.min() < -0.5 and abs(ln_p[0]) < 1e-8  # the limits matter, and far below one it is 1
+    assert_gradient_matches_finite_differences(limited)
+
+
+def test_a_limit_far_above_every_halo_is_finite_and_held_far_below_is_one(prior, noisy):
+    z, lum, _ = (v[:50] for v in noisy)
+    data = Q.prepare(z, lum, prior, lum_lim=lum * 1e-30)
+    np.testing.assert_allclose(np.asarray(Q.log_detection_probability(HYPERSEED, data)), 0.0, atol=1e-8)
+    high = Q.prepare(z, lum, prior, lum_lim=np.full(z.size, lum.max() * 1e6))
+    values = np.asarray(Q.log_detection_probability(HYPERSEED, high))
+    assert np.all(np.isfinite(values)) and np.all(values < -100)

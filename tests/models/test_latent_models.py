@@ -55,8 +55,8 @@ def test_centring_is_an_exact_change_of_variables(prior):
 
     tr = trace(substitute(seed(latent_mass.model, 0), {**hyper_params, "ln_mass_u": u})).get_trace(z, lum, prior)
     ln_mass = tr["ln_mass"]["value"]
-    centred = _log_joint(latent_mass.model, {**hyper_params, "ln_mass_u": u}, (z, lum, prior, None, "data"))
-    literal = _log_joint(latent_mass.model, {**hyper_params, "ln_mass": ln_mass}, (z, lum, prior, None, "none"))
+    centred = _log_joint(latent_mass.model, {**hyper_params, "ln_mass_u": u}, (z, lum, prior, None, None, "data"))
+    literal = _log_joint(latent_mass.model, {**hyper_params, "ln_mass": ln_mass}, (z, lum, prior, None, None, "none"))
 
     def ln_mass_of(v):  # the map is elementwise, so a JVP with ones gives its diagonal Jacobian
         trv = trace(substitute(seed(latent_mass.model, 0), {**hyper_params, "ln_mass_u": v})).get_trace(z, lum, prior)
@@ -175,8 +175,33 @@ def test_latent_models_give_each_halo_its_own_measurement_error(prior, model_nam
         expected += float(jnp.sum(relation.lognormal_logpdf(jnp.log(lum), ln_lum, err)))
     else:
         expected += float(jnp.sum(relation.lognormal_logpdf(jnp.log(lum), ln_mu, relation.sigma_total(hyper.S, err))))
-    got = _log_joint(MODELS[model_name].model, params, (z, lum, prior, err, "none"))
+    got = _log_joint(MODELS[model_name].model, params, (z, lum, prior, err, None, "none"))
     hyperprior = -4 * 0.5 * np.log(2 * np.pi)  # the standardised sites at 0
     assert got == pytest.approx(expected + hyperprior, rel=1e-12)
     # sigma_obs for every halo gives another number.
-    assert _log_joint(MODELS[model_name].model, params, (z, lum, prior, None, "none")) != pytest.approx(got, rel=1e-6)
+    assert _log_joint(MODELS[model_name].model, params, (z, lum, prior, None, None, "none")) != pytest.approx(
+        got, rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("model_name", ["latent_mass", "full"])
+def test_latent_models_divide_each_halo_by_its_detection_probability(prior, model_name):
+    from bigmali.likelihood import quadrature as Q
+    from bigmali.models import MODELS
+
+    cat = bigmali.simulate(prior, n_halos=50, seed=5, lum_obs_err=(0.02, 0.3))
+    z, lum, err = jnp.asarray(cat.z), jnp.asarray(cat.lum_obs), jnp.asarray(cat.lum_obs_err)
+    selection = Q.prepare(z, lum, prior, lum_obs_err=err, lum_lim=np.asarray(lum) * 0.9)
+    params = {f"{k}_decentered": jnp.float64(0.2) for k in HYPERSEED._fields}
+    params["ln_mass"] = jnp.log(jnp.asarray(cat.mass))
+    if model_name == "full":
+        params["ln_lum"] = jnp.log(jnp.asarray(cat.lum))
+    model = MODELS[model_name].model
+    with_cut = _log_joint(model, params, (z, lum, prior, err, selection, "none"))
+    without = _log_joint(model, params, (z, lum, prior, err, None, "none"))
+    hyper = bigmali.Hyper(
+        *(m + 0.2 * s for m, s in zip(bigmali.relation.HYPERPRIOR_MEAN, bigmali.relation.HYPERPRIOR_SD))
+    )
+    expected = -float(jnp.sum(Q.log_detection_probability(hyper, selection)))
+    assert expected > 1.0  # the cut matters at this limit
+    assert with_cut - without == pytest.approx(expected, rel=1e-10)
