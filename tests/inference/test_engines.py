@@ -104,7 +104,7 @@ def test_a_catalog_with_per_halo_errors_is_fitted_with_them_and_the_run_keeps_th
     err = np.asarray(catalog.lum_obs_err)
     np.testing.assert_array_equal(np.asarray(fit_data(catalog, prior, "collapsed").collapsed.obs_err), err)
     np.testing.assert_array_equal(np.asarray(fit_data(catalog, prior, "latent_mass").model_args[3]), err)
-    run = bigmali.fit(catalog, prior=prior, chains=1, warmup=100, draws=50, progress=False, mass_draws=2)
+    run = bigmali.fit(catalog, prior=prior, chains=1, warmup=100, draws=30, progress=False, mass_draws=2)
     back = run_catalog(load_run(save_run(run, tmp_path / "run.nc")))
     np.testing.assert_array_equal(back.lum_obs_err, err)
     assert back.fingerprint() == catalog.fingerprint() == attr_json(run, "fingerprint")["catalog_sha256"]
