@@ -39,7 +39,6 @@ def _integer(least: int):
 
 def _real(low: float, high: float | None = None, *, closed_low: bool = False):
     """An argparse type: a finite number in (low, high), or [low, high) with ``closed_low``."""
-    import math
 
     def parse(text: str) -> float:
         try:
@@ -84,12 +83,16 @@ def _field(text: str) -> tuple[float, float, float]:
 
 
 def _error_range(text: str) -> tuple[float, float]:
+    from bigmali.lightcone import check_error_range
+
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give low,high (the sd of ln L_obs), e.g. 0.02,0.3") from None
-    if not (0 < low <= high and math.isfinite(high)):
-        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 < low <= high, both finite")
+    try:
+        check_error_range(low, high)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     return low, high
 
 
@@ -267,7 +270,6 @@ def _strict_json(value):
     null, and +-infinity (a Pareto k-hat of weights with no usable tail, say) as the strings
     "Infinity" and "-Infinity", so that an infinite value is never mistaken for a missing one
     (Python's ``float("Infinity")`` reads them back)."""
-    import math
 
     import numpy as np
 

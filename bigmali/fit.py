@@ -136,14 +136,14 @@ def fit(
     start = time.perf_counter()
     data = fit_data(catalog, prior, model, mass_draws, limit)
     post = engine.run(data, config)
-    attrs = {"model": model, "method": method, "prior_options": recorded_options, **_selection_attrs(limit)}
-    attrs["selection_source"] = limit_source
+    attrs = {
+        "model": model,
+        "method": method,
+        "prior_options": recorded_options,
+        "selection": "none" if limit is None else limit.to_meta(),  # read back by datatree.run_flux_limit
+        "selection_source": limit_source,
+    }
     return _datatree(post, data, config.seed, attrs, mass_draws, log_likelihood, start)
-
-
-def _selection_attrs(limit) -> dict:
-    """What a run records of its selection: the flux limit as JSON, or ``"none"``."""
-    return {"selection": "none" if limit is None else limit.to_meta()}
 
 
 def _datatree(

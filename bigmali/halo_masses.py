@@ -109,7 +109,7 @@ class ConditionalMassSampler:
         self.ln_lobs = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
         self.ln1pz = jnp.log1p(self.z)
         self.rows = table_rows(prior, self.z)[0]
-        self.err = None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
+        self.err = None if lum_obs_err is None else relation.sigma_obs_of(lum_obs_err)
         # Grid ranges over every draw: the centres' extremes are linear in the halos' values.
         lo, hi, w_lo, w_hi = [], [], [], []
         for h in hypers:
@@ -203,8 +203,7 @@ def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, 
     hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
     z = jnp.asarray(z, dtype=jnp.float64)
     y = jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64))
-    sigma_obs = relation.sigma_obs_of(None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64))
-    sigma = jnp.broadcast_to(relation.sigma_total(hyper.S, sigma_obs), z.shape)
+    sigma = jnp.broadcast_to(relation.sigma_total(hyper.S, relation.sigma_obs_of(lum_obs_err)), z.shape)
     out = []
     for i, start in enumerate(range(0, z.shape[0], chunk)):
         blocks = [v[start : start + chunk] for v in (z, y, sigma)]

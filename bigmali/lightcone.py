@@ -117,10 +117,15 @@ def _draw_halos(prior: MassPrior, hyper: Hyper, key_m, key_l, z, sigma_obs=relat
     return ln_mass, ln_lum, ln_lum + sigma_obs * e2
 
 
-def draw_lum_obs_err(key, n: int, low: float, high: float) -> np.ndarray:
-    """``n`` measurement errors drawn log-uniformly in [low, high] (0 < low <= high)."""
+def check_error_range(low: float, high: float) -> None:
+    """Refuse a range of measurement errors that is not ``0 < low <= high``, both finite."""
     if not 0 < low <= high or not math.isfinite(high):
         raise ValueError(f"lum_obs_err range ({low!r}, {high!r}): needs 0 < low <= high, both finite")
+
+
+def draw_lum_obs_err(key, n: int, low: float, high: float) -> np.ndarray:
+    """``n`` measurement errors drawn log-uniformly in [low, high] (0 < low <= high)."""
+    check_error_range(low, high)
     u = np.asarray(jax.random.uniform(key, (n,), dtype=jnp.float64))
     return np.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
@@ -198,7 +203,7 @@ def simulate(
         low, high = (float(v) for v in lum_obs_err)
         err = draw_lum_obs_err(jax.random.fold_in(jax.random.PRNGKey(seed), 1), z.size, low, high)
         meta.update(ERR_LO=low, ERR_HI=high)
-    sigma_obs = relation.sigma_obs_of(None if err is None else jnp.asarray(err))
+    sigma_obs = relation.sigma_obs_of(err)
     ln_mass, ln_lum, ln_lum_obs = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z), sigma_obs)
     meta.update(relation.hyper_to_meta(hyper))
     meta["PRIOR"] = prior.description

@@ -132,10 +132,12 @@ def lognormal_logpdf(ln_x, ln_mu, sigma):
     return -ln_x - jnp.log(sigma) - _LN_SQRT_2PI - 0.5 * r * r
 
 
-def sigma_obs_of(lum_obs_err):
-    """The measurement noise of each halo: the catalog's ``lum_obs_err`` where it has one,
-    :data:`SIGMA_OBS` for every halo where it does not (``lum_obs_err`` None)."""
-    return SIGMA_OBS if lum_obs_err is None else lum_obs_err
+def sigma_obs_of(lum_obs_err, shape=None):
+    """The measurement noise of each halo: the catalog's ``lum_obs_err`` where it has one (as
+    a float64 array), :data:`SIGMA_OBS` for every halo where it does not (``lum_obs_err``
+    None); broadcast to ``shape`` if given."""
+    sigma_obs = SIGMA_OBS if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
+    return sigma_obs if shape is None else jnp.broadcast_to(jnp.asarray(sigma_obs, dtype=jnp.float64), shape)
 
 
 def sigma_total(S, sigma_obs=SIGMA_OBS):

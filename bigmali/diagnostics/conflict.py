@@ -114,7 +114,7 @@ def prior_data_conflict(run, catalog=None, prior=None, *, max_draws: int = 1000)
         z, lum = np.asarray(catalog.z), np.asarray(catalog.lum_obs)
         data = prepare(z, lum, prior, lum_obs_err=catalog.lum_obs_err, lum_lim=lum_lim)
         flat = Hyper(*(samples[name].ravel() for name in HYPER_NAMES))
-        log_like = exact_log_likelihoods(flat, data, QuadratureConfig(linear=prior.z_interp == "linear")).reshape(shape)
+        log_like = exact_log_likelihoods(flat, data, QuadratureConfig.for_prior(prior)).reshape(shape)
         result["psense"] = _psense(samples, log_like)
         result["psense_draws"] = int(np.prod(shape))
     flagged = [

@@ -98,8 +98,7 @@ def replicate_ln_lum_obs(
     from bigmali.utils import map_blocks
 
     z = jnp.asarray(z, dtype=jnp.float64)
-    err = None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
-    sigma_obs = jnp.broadcast_to(jnp.asarray(sigma_obs_of(err), dtype=jnp.float64), z.shape)
+    sigma_obs = sigma_obs_of(lum_obs_err, z.shape)
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(len(hypers)))
     batch = (keys, Hyper(*(jnp.asarray([getattr(h, name) for h in hypers], dtype=jnp.float64) for name in HYPER_NAMES)))
     return map_blocks(lambda b: _replicate_block(b[0], b[1], z, sigma_obs, prior).astype(jnp.float32), batch, block)

@@ -121,7 +121,7 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
     from bigmali.models import collapsed
     from bigmali.utils import bind
 
-    model = bind(collapsed.model, config=quadrature.QuadratureConfig(linear=prior.z_interp == "linear"))
+    model = bind(collapsed.model, config=quadrature.QuadratureConfig.for_prior(prior))
     config = NutsConfig(
         chains=1,
         warmup=settings.warmup,

@@ -89,14 +89,12 @@ def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0
     if model in LATENT_SITES:
         selection = tables if lum_lim is not None else None
         args = (z, lum, prior, err, selection)
-        return FitData(catalog, prior, model, MODELS[model].model, args, halo_draws, tables, _quadrature(prior))
-    quadrature = _quadrature(prior)
+        return FitData(
+            catalog, prior, model, MODELS[model].model, args, halo_draws, tables, QuadratureConfig.for_prior(prior)
+        )
+    quadrature = QuadratureConfig.for_prior(prior)
     model_fn = bind(MODELS[model].model, config=quadrature)
     return FitData(catalog, prior, model, model_fn, (z, lum, prior, tables), halo_draws, tables, quadrature)
-
-
-def _quadrature(prior: MassPrior) -> QuadratureConfig:
-    return QuadratureConfig(linear=prior.z_interp == "linear")
 
 
 class Posterior(NamedTuple):

@@ -117,6 +117,11 @@ class QuadratureConfig(NamedTuple):
 
     linear: bool = False
 
+    @classmethod
+    def for_prior(cls, prior: MassPrior) -> QuadratureConfig:
+        """The settings a prior asks for (``linear`` in its ``z_interp="linear"`` mode)."""
+        return cls(linear=prior.z_interp == "linear")
+
 
 class TableGrid(NamedTuple):
     """Where the theta-free table is tabulated (see the module docstring).
@@ -267,9 +272,6 @@ def _build_table(prior: MassPrior, grid: TableGrid, detection: bool = False):
             bg = bg + np.logaddexp(piece(bg_edges[0], bg_edges[1]), piece(bg_edges[2], bg_edges[3]))[None, :]
             main = np.logaddexp(main, bg)
         table[:, j, :] = np.maximum(main, -1e300)  # a table row with no prior mass stays finite
-    # ln G is within 1e-300 of 0 far below the prior (P(detected) = 1): such subnormal
-    # numbers make every multiply that reads them some 10 times slower on x86. Zero them.
-    table[np.abs(table) < 1e-200] = 0.0
     return jnp.asarray(table), rho0, ln_w[0]  # one device array, shared by every catalog
 
 
@@ -310,10 +312,10 @@ def prepare(
     key = (prior_fingerprint(prior), grid)
 
     def built(detection: bool):
-        coarse, rho0, ln_w0 = kept(_TABLES, (*key, detection), lambda: _build_table(prior, grid, detection), size=4)
+        coarse, rho0, ln_w0 = kept(_TABLES, (*key, detection), lambda: _build_table(prior, grid, detection), size=8)
         if obs_err is None:
             return coarse, rho0, ln_w0, grid.ln_w_step
-        fine = kept(_TABLES, (*key, detection, "per-halo"), partial(_refined, coarse, ln_w0, grid), size=4)
+        fine = kept(_TABLES, (*key, detection, "per-halo"), partial(_refined, coarse, ln_w0, grid), size=8)
         return fine[0], rho0, fine[1], fine[2]
 
     table, rho0, ln_w0, ln_w_step = built(False)

@@ -81,8 +81,7 @@ def halo_data(z, lum_obs, prior: MassPrior, lum_obs_err=None) -> HaloData:
     """The per-halo constants; ``lum_obs_err`` the halos' own errors (None: ``sigma_obs``)."""
     z = jnp.asarray(z, dtype=jnp.float64)
     lo, hi, w = table_rows(prior, z)
-    err = None if lum_obs_err is None else jnp.asarray(lum_obs_err, dtype=jnp.float64)
-    sigma_obs = jnp.broadcast_to(jnp.asarray(sigma_obs_of(err), dtype=jnp.float64), z.shape)
+    sigma_obs = sigma_obs_of(lum_obs_err, z.shape)
     return HaloData(jnp.log(jnp.asarray(lum_obs, dtype=jnp.float64)), jnp.log1p(z), z, lo, hi, w, sigma_obs)
 
 

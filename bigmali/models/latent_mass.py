@@ -71,5 +71,5 @@ def select(hyper: Hyper, prior: MassPrior, selection) -> None:
         return
     from bigmali.likelihood.quadrature import QuadratureConfig, log_detection_probability
 
-    config = QuadratureConfig(linear=prior.z_interp == "linear")
+    config = QuadratureConfig.for_prior(prior)
     numpyro.factor("selection", -jnp.sum(log_detection_probability(hyper, selection, config)))
