@@ -35,9 +35,12 @@ def _loo_tree(samples: dict, catalog, prior, picks: np.ndarray):
     import xarray as xr
 
     from bigmali.fit import pointwise_log_likelihood
+    from bigmali.selection import resolve_flux_limit
 
     draws = {name: samples[name][picks][None, :] for name in HYPER_NAMES}
-    values, _ = pointwise_log_likelihood(draws, catalog, prior, max_values=draws["alpha1"].size * len(catalog))
+    limit = resolve_flux_limit(None, catalog)[0]  # as the evidence uses it
+    size = draws["alpha1"].size * len(catalog)
+    values, _ = pointwise_log_likelihood(draws, catalog, prior, max_values=size, flux_limit=limit)
     return xr.DataTree.from_dict(
         {
             "posterior": xr.Dataset({k: (("chain", "draw"), v) for k, v in draws.items()}),

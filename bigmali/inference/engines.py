@@ -300,9 +300,17 @@ NutsIsConfig.__doc__ = (
 )
 
 
-def _halos(data: FitData):
-    """The single-halo estimators' per-halo tables."""
+def _halos(data: FitData, method: str | None = None):
+    """The single-halo estimators' per-halo tables. ``method``: the engine that will use the
+    2017 importance-sampling likelihood, which knows no flux limit: refused for a
+    flux-limited catalog rather than fitted as if it were complete."""
     from bigmali.likelihood.single_halo import halo_data
+
+    if method is not None and data.collapsed is not None and data.collapsed.y_lim is not None:
+        raise ValueError(
+            f"method {method!r}: the 2017 importance-sampling likelihood does not model a flux limit; fit a "
+            "flux-limited catalog with nuts, svi, is_proposal or is_prior with is_likelihood='exact'"
+        )
 
     return halo_data(data.catalog.z, data.catalog.lum_obs, data.prior, data.catalog.lum_obs_err)
 
@@ -320,7 +328,7 @@ def _run_is_prior(data: FitData, config: IsPriorConfig) -> Posterior:
     from bigmali.inference import importance
 
     out = importance.is_prior(
-        _halos(data),
+        _halos(data, "is_prior" if config.is_likelihood == "is" else None),
         data.collapsed,
         data.prior,
         data.quadrature,
@@ -347,6 +355,7 @@ def _run_pmmh(data: FitData, config: PmmhConfig) -> Posterior:
     from bigmali.inference import pmmh
     from bigmali.inference.laplace import laplace
 
+    halos = _halos(data, "pmmh")  # refused before any work if it cannot apply
     approx = laplace(data.model_fn, data.model_args)
     # The Laplace mode and covariance of the standardised sites, whose flat vector is in
     # NumPyro's sorted-name order, mapped to alpha1, alpha2, alpha4, S.
@@ -355,7 +364,7 @@ def _run_pmmh(data: FitData, config: PmmhConfig) -> Posterior:
     start = np.asarray(HYPERPRIOR_MEAN) + sd * np.asarray(approx.mode)[order]
     cov = np.asarray(approx.cov)[np.ix_(order, order)] * np.outer(sd, sd)
     out = pmmh.run_pmmh(
-        _halos(data),
+        halos,
         data.prior,
         start,
         cov,
@@ -376,7 +385,7 @@ def _run_nuts_is(data: FitData, config) -> Posterior:
     nuts_config = nuts_engine.NutsConfig(*config[: len(nuts_engine.NutsConfig._fields)])
     model = bind(is_estimate.model, is_samples=config.is_samples, clip=config.is_clip)
     out = nuts_engine.run_nuts(
-        model, (_halos(data), data.prior, is_estimate.fixed_key(config.seed)), config=nuts_config
+        model, (_halos(data, "nuts_is"), data.prior, is_estimate.fixed_key(config.seed)), config=nuts_config
     )
     return Posterior(out.samples, out.stats, _drawn(config, out))
 

@@ -116,3 +116,11 @@ def test_a_catalog_with_per_halo_errors_is_fitted_with_them_and_the_run_keeps_th
         check_run_data(run, other)
     with pytest.raises(ValueError, match="column 'lum_obs_err': only the run has per-halo measurement errors"):
         check_run_data(run, Catalog.from_arrays(z=catalog.z, lum_obs=catalog.lum_obs))
+
+
+@pytest.mark.parametrize("method,options", [("pmmh", {}), ("nuts_is", {}), ("is_prior", {"is_likelihood": "is"})])
+def test_the_2017_is_likelihood_refuses_a_flux_limited_catalog(prior, method, options):
+    """It knows no flux limit: fitting with it would treat the selected catalog as complete."""
+    catalog = bigmali.Catalog.from_arrays(z=[0.1, 0.2, 0.3], lum_obs=[1e4, 2e4, 3e4])
+    with pytest.raises(ValueError, match=f"method '{method}': the 2017 importance-sampling likelihood does not model"):
+        bigmali.fit(catalog, method=method, prior=prior, flux_limit="1e3", progress=False, **options)
