@@ -1,7 +1,7 @@
 """Figures for real survey catalogs (issue 16): per-halo measurement errors and flux limits.
 
 Usage: python benchmarks/selection.py [--n-halos N] [--repeats R] [--skip-reference] [--skip-fit]
-       [--skip-malmquist] [--skip-latent]
+       [--skip-malmquist] [--skip-latent] [--sbc-datasets K] [--sbc-halos N] [--sbc-out FILE]
 
 Prints, for a mock of N halos (115,919 by default, the 2017 catalog's size) drawn at the
 hyperseed with per-halo errors log-uniform in [0.02, 0.3] (``bigmali simulate --lum-obs-err
@@ -11,24 +11,29 @@ hyperseed with per-halo errors log-uniform in [0.02, 0.3] (``bigmali simulate --
   at each halo's own sigma_k): the difference of the totals and the worst halo;
 * the same with a flux limit as well (each halo divided by its detection probability,
   against Simpson of the prior times the normal CDF);
+* the detection term summed from interpolation nodes against the per-halo sum, on N halos
+  above a rising limit table (bigmali.likelihood.detection), value and gradient;
 * value and gradient (median of R calls, after compilation) with errors, with errors and
-  a limit, and of the fixed-sigma likelihood of the same catalog without either, called in
-  turn so that all see the same load; and the ratios to the fixed-sigma figure (target: at
-  most 2);
+  that limit (as a fit computes it, and with the per-halo read that a per-halo limit
+  needs), and of the fixed-sigma likelihood of the complete catalog, all at N halos and
+  called in turn so that all see the same load; and the ratios to the fixed-sigma figure
+  (target: at most 2);
 * collapsed NUTS (4 chains, to bulk and tail ESS 400) with and without the errors;
-* Malmquist bias: 200,000 halos drawn at the hyperseed with errors in [0.02, 0.3], cut by
-  a limit L_lim(z) = L0 (1 + z)^2 with L0 set to keep half of them; collapsed NUTS to ESS
-  400 ignoring both (no limit, sigma_obs = 0.05) and modelling both: the hyperseed's
-  distance in posterior sds and its posterior quantile;
+* Malmquist bias, per seed (1 and 2): a Poisson lightcone expecting 200,000 halos at the
+  hyperseed with errors in [0.02, 0.3], cut by a limit L_lim(z) = L0 (1 + z)^2 with L0 set
+  to keep half of them; collapsed NUTS to ESS 400 ignoring both (no limit, sigma_obs =
+  0.05), modelling both with the truncated likelihood, and with the extended likelihood:
+  the hyperseed's distance in posterior sds, its posterior quantile and the posterior sds;
 * latent_mass against collapsed on 2,000 halos of such a mock (4 x 500 draws each): the
-  difference of the posterior means in collapsed sds (target: within 0.1).
-
-Not built yet, so not measured here: the extended likelihood and SBC with a flux limit.
+  difference of the posterior means in collapsed sds (target: within 0.1);
+* SBC: K datasets (100) of N detected halos (10^4) with errors and the same rising limit,
+  collapsed NUTS, resumable through ``--sbc-out``: the uniformity tests and the time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import resource
 import statistics
@@ -41,7 +46,9 @@ import numpy as np
 import bigmali
 from bigmali.catalog import Catalog
 from bigmali.diagnostics import format_summary, summary
+from bigmali.likelihood import detection as D
 from bigmali.likelihood import quadrature as Q
+from bigmali.models import collapsed
 from bigmali.relation import HYPERSEED, Hyper
 
 
@@ -106,25 +113,49 @@ def _distance(result) -> str:
     )
 
 
-def malmquist(prior) -> None:
+MALMQUIST_FIELD_ARCMIN = 40.0 * math.sqrt(200_000 / 662_056.09)
+"""A square field whose Poisson lightcone expects 200,000 halos (the 40 arcmin field of the
+default prior expects 662,056)."""
+
+
+def malmquist(prior, seeds=(1,)) -> None:
+    """Per seed: a Poisson lightcone expecting 200,000 halos, with errors in [0.02, 0.3], cut
+    by the rising limit that keeps half of them; collapsed NUTS to ESS 400 ignoring both,
+    with the truncated likelihood, and with the extended one (the lightcone is the Poisson
+    process that the extended likelihood describes)."""
     whole = bigmali.simulate(prior, n_halos=200_000, seed=1, lum_obs_err=(0.02, 0.3))
     limit = rising_limit(whole)
-    mock = bigmali.simulate(prior, n_halos=200_000, seed=1, lum_obs_err=(0.02, 0.3), flux_limit=limit)
-    print(f"\nMalmquist: {limit.describe()}; kept {len(mock)} of 200000 halos ({len(mock) / 200_000:.1%})")
-    naive = Catalog.from_arrays(z=mock.z, lum_obs=mock.lum_obs, meta=mock.meta)
-    for label, cat, flux_limit in (
-        ("ignoring the limit and the errors", naive, "none"),
-        ("modelling both (truncated likelihood)", mock, None),
-    ):
-        start = time.perf_counter()
-        run = bigmali.fit(
-            cat, prior=prior, target_ess=400, progress=False, mass_draws=0, log_likelihood=0, flux_limit=flux_limit
+    for seed in seeds:
+        mock = bigmali.simulate(
+            prior, field_arcmin=MALMQUIST_FIELD_ARCMIN, seed=seed, lum_obs_err=(0.02, 0.3), flux_limit=limit
         )
-        result = summary(run, truth="hyperseed")
+        drawn = mock.meta["N_DRAWN"]
         print(
-            f"collapsed NUTS to ESS 400, {label}: {time.perf_counter() - start:.1f} s; hyperseed: {_distance(result)}"
+            f"\nMalmquist, seed {seed}: {limit.describe()}; kept {len(mock)} of {drawn} halos drawn "
+            f"({len(mock) / drawn:.1%}) in a {MALMQUIST_FIELD_ARCMIN:.2f} arcmin field"
         )
-        print("  posterior sd: " + ", ".join(f"{k} {p['sd']:.3g}" for k, p in result["parameters"].items()))
+        naive = Catalog.from_arrays(z=mock.z, lum_obs=mock.lum_obs, meta=mock.meta)
+        for label, cat, flux_limit, selection in (
+            ("ignoring the limit and the errors", naive, "none", "truncated"),
+            ("modelling both, truncated likelihood", mock, None, "truncated"),
+            ("modelling both, extended likelihood", mock, None, "extended"),
+        ):
+            start = time.perf_counter()
+            run = bigmali.fit(
+                cat,
+                prior=prior,
+                target_ess=400,
+                progress=False,
+                mass_draws=0,
+                log_likelihood=0,
+                flux_limit=flux_limit,
+                selection=selection,
+            )
+            result = summary(run, truth="hyperseed")
+            print(
+                f"collapsed NUTS to ESS 400, {label}: {time.perf_counter() - start:.1f} s; hyperseed: {_distance(result)}"
+            )
+            print("  posterior sd: " + ", ".join(f"{k} {p['sd']:.3g}" for k, p in result["parameters"].items()))
 
 
 def latent_against_collapsed(prior) -> None:
@@ -146,6 +177,22 @@ def latent_against_collapsed(prior) -> None:
     )
 
 
+def sbc_with_selection(prior, n_datasets: int, n_halos: int, out: str) -> None:
+    """SBC of collapsed NUTS on mocks of ``n_halos`` detected halos with per-halo errors in
+    [0.02, 0.3] and the rising limit of the Malmquist mock (resumable: the same ``out`` file
+    continues where it stopped)."""
+    from bigmali.diagnostics.sbc import format_sbc, run_sbc
+
+    whole = bigmali.simulate(prior, n_halos=200_000, seed=1, lum_obs_err=(0.02, 0.3))
+    limit = rising_limit(whole)
+    start = time.perf_counter()
+    result = run_sbc(out, n_datasets, n_halos, prior=prior, lum_obs_err=(0.02, 0.3), flux_limit=limit, progress=False)
+    print(
+        f"\nSBC with {limit.describe()} and errors in [0.02, 0.3] ({out}; this call {time.perf_counter() - start:.0f} s):"
+    )
+    print(format_sbc(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n-halos", type=int, default=115_919)
@@ -153,7 +200,11 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--skip-fit", action="store_true")
     parser.add_argument("--skip-malmquist", action="store_true")
+    parser.add_argument("--malmquist-seeds", default="1,2", help="comma-separated mock seeds")
     parser.add_argument("--skip-latent", action="store_true")
+    parser.add_argument("--sbc-datasets", type=int, default=100, help="0 skips SBC")
+    parser.add_argument("--sbc-halos", type=int, default=10_000)
+    parser.add_argument("--sbc-out", default="sbc_selection.jsonl", help="resumed if it exists")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {jax.device_count()} JAX device(s), jax {jax.__version__}")
     prior = bigmali.load_mass_prior()
@@ -189,13 +240,38 @@ def main() -> None:
             f"{np.abs(diff).max():.2e}; ln P(detected) alone: worst {np.abs(ln_det - ref_det).max():.2e}"
         )
 
+    # A flux-limited catalog of the same size: N halos above the rising limit, each drawn from
+    # its truncated predictive (redshifts from the lightcone). A fit reads its detection term
+    # from interpolation nodes (bigmali.likelihood.detection); the per-halo read is what a
+    # per-halo limit (the lum_lim column) needs.
+    limit = rising_limit(catalog)
+    detected = bigmali.lightcone.simulate_detected(
+        prior, n_halos=args.n_halos, flux_limit=limit, seed=5, lum_obs_err=(0.02, 0.3)
+    )
+    cut = collapsed.prepare_data(
+        detected.z, detected.lum_obs, prior, detected.lum_obs_err, np.exp(limit.ln_limit(detected)), limit
+    )
+    nodes = cut.detection_sum
     theta = jnp.array(HYPERSEED)
+    for th in (theta, theta + jnp.array([0.03, 0.01, -0.05, 0.002])):
+        d_nodes, g_nodes = jax.value_and_grad(lambda t: D.log_detection_sum(Hyper(*t), nodes))(th)
+        d_ref, g_ref = jax.value_and_grad(lambda t: jnp.sum(Q.log_detection_probability(Hyper(*t), cut)))(th)
+        print(
+            f"detection term from {nodes.weight.size} nodes against the per-halo sum over {len(detected)} halos "
+            f"({limit.describe()}): {float(d_nodes - d_ref):+.2e} of {float(d_ref):.1f}, gradient within "
+            f"{float(jnp.max(jnp.abs((g_nodes - g_ref) / g_ref))):.1e} relative"
+        )
     value_grad = jax.jit(jax.value_and_grad(lambda th, d: Q.log_likelihood(Hyper(*th), d)))
+    undivided = cut._replace(y_lim=None, detection_sum=None)
+    fit_path = jax.jit(
+        jax.value_and_grad(lambda th, d, n: Q.log_likelihood(Hyper(*th), d) - D.log_detection_sum(Hyper(*th), n))
+    )
     ms = alternating_medians_ms(
         {
             "fixed sigma": lambda: value_grad(theta, fixed),
             "per-halo errors": lambda: value_grad(theta, data),
-            "per-halo errors and a flux limit": lambda: value_grad(theta, limited),
+            "per-halo errors and a flux limit (a fit's path: nodes)": lambda: fit_path(theta, undivided, nodes),
+            "per-halo errors and a flux limit (per-halo read)": lambda: value_grad(theta, cut),
         },
         args.repeats,
     )
@@ -219,9 +295,11 @@ def main() -> None:
                 )
             )
     if not args.skip_malmquist:
-        malmquist(prior)
+        malmquist(prior, [int(v) for v in args.malmquist_seeds.split(",")])
     if not args.skip_latent:
         latent_against_collapsed(prior)
+    if args.sbc_datasets:
+        sbc_with_selection(prior, args.sbc_datasets, args.sbc_halos, args.sbc_out)
     print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

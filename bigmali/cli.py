@@ -114,6 +114,30 @@ def _flux_limit(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _redshift_window(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two redshifts LO,HI") from None
+    if not 0 <= low < high:
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 <= LO < HI")
+    return low, high
+
+
+def _survey(args):
+    """The extended likelihood's survey window from --survey-area and --survey-z, or None."""
+    from bigmali.selection import Survey
+
+    if args.survey_area is None:
+        if args.survey_z is not None:
+            raise ValueError("--survey-z needs --survey-area")
+        return None
+    if args.selection != "extended":
+        raise ValueError("--survey-area is for --selection extended")
+    low, high = args.survey_z or (0.0, None)
+    return Survey.from_area(args.survey_area, low, high)
+
+
 def add_error_range_argument(parser: argparse.ArgumentParser) -> None:
     """``--lum-obs-err LOW,HIGH``: mocks with per-halo measurement errors."""
     parser.add_argument(
@@ -324,9 +348,13 @@ def _cmd_fit(args) -> int:
         prior=prior,
         prior_options=_prior_options(args),
         flux_limit=args.flux_limit,
+        selection=args.selection,
+        survey=_survey(args),
         **_fit_kwargs(args),
     )
     print(f"selection: {run.attrs['selection_source']}")
+    if run.attrs["selection_likelihood"] == "extended":
+        print(f"extended likelihood: survey {run.attrs['survey_source']}")
     save_run(run, args.out)
     _print_summary(run, "hyperseed" if args.truth is None and "catalog_hyper" in run.attrs else args.truth, False)
     print(f"wrote {args.out}")
@@ -483,6 +511,7 @@ def _cmd_sbc(args) -> int:
         prior_options=_prior_options(args),
         progress=not args.quiet,
         lum_obs_err=args.lum_obs_err,
+        flux_limit=args.flux_limit,
     )
     plot_sbc(result, plot)
     if args.json:
@@ -746,6 +775,24 @@ def build_parser() -> argparse.ArgumentParser:
         "column lum_lim, or none (a complete catalog); default: the limit the catalog's metadata records, if any. "
         "Each halo's likelihood is then conditioned on its detection",
     )
+    fit_p.add_argument(
+        "--selection",
+        choices=("truncated", "extended"),
+        default="truncated",
+        help="with a flux limit: truncated (each halo conditioned on its detection; right whatever the field) or "
+        "extended (the number of detected halos counts too, Poisson in the survey's field; needs --survey-area "
+        "unless the catalog is a lightcone mock)",
+    )
+    fit_p.add_argument(
+        "--survey-area", type=float, default=None, metavar="DEG2", help="the survey's sky area (extended likelihood)"
+    )
+    fit_p.add_argument(
+        "--survey-z",
+        type=_redshift_window,
+        default=None,
+        metavar="LO,HI",
+        help="the survey's redshift window (extended likelihood; default 0 to the mass prior's last table)",
+    )
     _add_fit_arguments(fit_p)
     add_prior_arguments(fit_p)
     fit_p.set_defaults(func=_cmd_fit)
@@ -830,6 +877,14 @@ def build_parser() -> argparse.ArgumentParser:
     sbc.add_argument("--json", action="store_true", help="print the uniformity tests as JSON")
     sbc.add_argument("--quiet", action="store_true")
     add_error_range_argument(sbc)
+    sbc.add_argument(
+        "--flux-limit",
+        type=_flux_limit,
+        default=None,
+        metavar="VALUE|FILE",
+        help="every mock holds N halos above this limit on lum_obs (a constant, or a table file with columns z "
+        "and lum_lim), each drawn from its truncated predictive at its redshift; every fit models the limit",
+    )
     add_prior_arguments(sbc)
     sbc.set_defaults(func=_cmd_sbc)
 

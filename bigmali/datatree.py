@@ -211,6 +211,14 @@ def run_flux_limit(run):
     return None if recorded == "none" else FluxLimit.from_meta({META_KEY: recorded})
 
 
+def run_survey(run):
+    """The survey window of a run fitted with the extended likelihood, or None."""
+    from bigmali.selection import Survey
+
+    recorded = run.attrs.get("survey", "none")
+    return None if recorded == "none" else Survey.from_json(recorded)
+
+
 def run_prior(run, prior=None):
     """The run's mass prior: ``prior`` if given, else rebuilt from the options the run recorded."""
     if prior is not None:

@@ -13,14 +13,14 @@ import numpy as np
 
 from bigmali import __version__ as _version
 from bigmali.catalog import Catalog
-from bigmali.datatree import attr_json, build_datatree, run_flux_limit
+from bigmali.datatree import attr_json, build_datatree, run_flux_limit, run_survey
 from bigmali.halo_masses import draw_halo_masses
 from bigmali.inference import nuts as nuts_engine
 from bigmali.inference.engines import ENGINES, Posterior, check_counts, engine_for, fit_data, make_config
 from bigmali.likelihood.quadrature import log_likelihood_halos_batch
 from bigmali.mass_prior import MassPrior, load_mass_prior, prior_fingerprint
 from bigmali.relation import HYPER_NAMES, Hyper, hyper_from_meta, sample_hyperprior
-from bigmali.selection import resolve_flux_limit
+from bigmali.selection import LIKELIHOODS, resolve_flux_limit, resolve_survey
 from bigmali.utils import map_blocks
 
 __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
@@ -96,6 +96,8 @@ def fit(
     mass_draws: int = 20,
     log_likelihood: int | None = LOG_LIK_MAX_VALUES,
     flux_limit=None,
+    selection: str = "truncated",
+    survey=None,
     **options,
 ):
     """Fit the mass-luminosity relation to a catalog and return an ArviZ DataTree.
@@ -117,6 +119,11 @@ def fit(
             a number, a table file, ``"column"``, or ``"none"`` for a complete catalog). By
             default the limit the catalog's metadata records, if any. Each halo is then
             conditioned on its detection; the run records the limit (attribute ``selection``).
+        selection: with a flux limit, ``"truncated"`` (each halo conditioned on its detection)
+            or ``"extended"`` (the number of detected halos counts too, Poisson: see
+            :mod:`bigmali.likelihood.extended`), recorded as ``selection_likelihood``.
+        survey: the extended likelihood's sky area and redshift window
+            (:class:`bigmali.selection.Survey`); by default a lightcone mock's own field.
         **options: the method's settings, the fields of its engine's config (``chains``,
             ``warmup``, ``draws``, ``target_accept``, ... for NUTS; ``steps``, ``svi_draws``, ...
             for SVI; ``seed`` and ``progress`` for all); a setting the method lacks is refused.
@@ -133,8 +140,17 @@ def fit(
             f"column 'z': the catalog reaches z = {catalog.z.max():g}, beyond the mass prior's {prior.z_max:g}"
         )
     limit, limit_source = resolve_flux_limit(flux_limit, catalog)
+    if selection not in LIKELIHOODS:
+        raise ValueError(f"selection {selection!r}: choose one of {', '.join(LIKELIHOODS)}")
+    survey_source = None
+    if selection == "extended":
+        if limit is None:
+            raise ValueError("selection 'extended' needs a flux limit: the catalog records none and none was given")
+        survey, survey_source = resolve_survey(survey, catalog)
+    else:
+        survey = None
     start = time.perf_counter()
-    data = fit_data(catalog, prior, model, mass_draws, limit)
+    data = fit_data(catalog, prior, model, mass_draws, limit, survey)
     post = engine.run(data, config)
     attrs = {
         "model": model,
@@ -142,6 +158,9 @@ def fit(
         "prior_options": recorded_options,
         "selection": "none" if limit is None else limit.to_meta(),  # read back by datatree.run_flux_limit
         "selection_source": limit_source,
+        "selection_likelihood": "none" if limit is None else selection,
+        "survey": "none" if survey is None else survey.to_json(),  # read back by datatree.run_survey
+        "survey_source": survey_source or "none",
     }
     return _datatree(post, data, config.seed, attrs, mass_draws, log_likelihood, start)
 
@@ -215,7 +234,7 @@ def extend(
     check_run_data(run, catalog, prior)
     config = attr_json(run, "config")
     start = time.perf_counter()
-    data = fit_data(catalog, prior, run.attrs["model"], flux_limit=run_flux_limit(run))
+    data = fit_data(catalog, prior, run.attrs["model"], flux_limit=run_flux_limit(run), survey=run_survey(run))
     state = {k: np.asarray(run["sampler_state"][k]) for k in ("position", "step_size", "inverse_mass_matrix")}
     seed = int(config["seed"]) + int(np.asarray(run["posterior"]["draw"]).size)
     out = nuts_engine.extend_nuts(data.model_fn, data.model_args, None, state, draws, seed, progress)

@@ -29,11 +29,10 @@ import numpy as np
 
 from bigmali import relation
 from bigmali.catalog import Catalog
-from bigmali.mass_function import resolve_cosmology
-from bigmali.mass_prior import MassPrior, load_mass_prior
+from bigmali.mass_prior import MassPrior, expected_dndz, load_mass_prior
 from bigmali.relation import HYPERSEED, Hyper
 
-__all__ = ["Field", "square_field", "redshift_distribution", "simulate"]
+__all__ = ["Field", "square_field", "redshift_distribution", "simulate", "simulate_detected", "draw_detected"]
 
 N_HALOS_2017 = 115_919
 """Halos in the 2017 mock (Millennium Simulation lightcone, 40 x 40 arcmin, z <= 3.5)."""
@@ -71,21 +70,13 @@ def redshift_distribution(prior: MassPrior, field: Field, n_grid: int = 4001):
 
     Returns ``(z, dN/dz, N_expected)``.
     """
-    from scipy.interpolate import CubicSpline
-
     if prior.abundance is None:
         raise ValueError(
             f"the mass prior ({prior.description}) carries no halo abundance, so a lightcone cannot be "
             "drawn from it; give the halos' redshifts instead"
         )
-    if prior.cosmology is None:
-        raise ValueError("the mass prior names no cosmology, so comoving volumes are unknown")
-    cosmo = resolve_cosmology(prior.cosmology)
-    z_tab = np.asarray(prior.z_grid)
-    ln_n = CubicSpline(z_tab, np.log(np.asarray(prior.abundance)))
-    z = np.linspace(0.0, float(z_tab[-1]), n_grid)
-    dv = cosmo.differential_comoving_volume(z).to_value("Mpc3 / sr")
-    dndz = field.solid_angle * dv * np.exp(ln_n(z))
+    z = np.linspace(0.0, float(prior.z_grid[-1]), n_grid)
+    dndz = expected_dndz(prior, field.solid_angle, z)
     return z, dndz, float(np.trapezoid(dndz, z))
 
 
@@ -115,6 +106,59 @@ def _draw_halos(prior: MassPrior, hyper: Hyper, key_m, key_l, z, sigma_obs=relat
     e1, e2 = jax.random.normal(key_l, (2, z.shape[0]))
     ln_lum = relation.ln_mu_L(ln_mass, z, hyper) + hyper.S * e1
     return ln_mass, ln_lum, ln_lum + sigma_obs * e2
+
+
+DETECT_BLOCK = 2**16
+"""Halo draws per call of the truncated sampler's compiled step (:func:`draw_detected`)."""
+MAX_TRIES = 10**6
+"""Draws a halo gets before :func:`draw_detected` refuses it: its detection probability at
+the hyperparameters is then below ~1e-6, a limit that excludes it rather than a halo."""
+
+
+def draw_detected(prior: MassPrior, hyper: Hyper, key, z, sigma_obs, ln_lim, block: int = DETECT_BLOCK):
+    """Halos at ``z`` drawn from the truncated predictive: ln M from the prior, ln L from the
+    relation and its scatter, ln L_obs with the measurement noise (``sigma_obs``, one number or
+    one per halo), the three redrawn together until ``ln L_obs > ln_lim`` (replicate, then cut,
+    until each halo is detected). Exact: what is kept is distributed as
+    ``P(M, L, L_obs | z, theta, detected)``, the model the truncated likelihood describes.
+
+    Each step draws ``block`` halos: the halos not yet detected, repeated to fill the block,
+    so that a rarely detected halo gets many tries at once; the first detected try of each is
+    kept. The cost is about the sum of the halos' 1 / P(detected), not the halo count times
+    the largest. Returns ``(ln_mass, ln_lum, ln_lum_obs)`` as numpy arrays; a halo not
+    detected in :data:`MAX_TRIES` draws is an error naming its row.
+    """
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    n = z.size
+    sigma_obs = np.broadcast_to(np.asarray(sigma_obs, dtype=np.float64), (n,))
+    ln_lim = np.broadcast_to(np.asarray(ln_lim, dtype=np.float64), (n,))
+    hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
+    out = np.zeros((3, n))
+    remaining = np.arange(n)
+    tries = np.zeros(n, dtype=np.int64)
+    step = 0
+    while remaining.size:
+        idx = remaining[:block] if remaining.size >= block else np.resize(remaining, block)
+        drawn = np.asarray(
+            _draw_halos(
+                prior, hyper, *jax.random.split(jax.random.fold_in(key, step)), jnp.asarray(z[idx]), sigma_obs[idx]
+            )
+        )
+        step += 1
+        np.add.at(tries, idx, 1)
+        hit = np.flatnonzero(drawn[2] > ln_lim[idx])
+        halos, first = np.unique(idx[hit], return_index=True)
+        out[:, halos] = drawn[:, hit[first]]
+        remaining = np.setdiff1d(remaining, halos, assume_unique=True)
+        stuck = remaining[tries[remaining] >= MAX_TRIES]
+        if stuck.size:
+            row = int(stuck[0])
+            raise ValueError(
+                f"row {row} (z = {z[row]:.4g}, ln L_lim = {ln_lim[row]:.4g}): not detected in {MAX_TRIES} draws at "
+                f"{dict(zip(relation.HYPER_NAMES, map(float, hyper)))}; its detection probability there is "
+                f"below ~{1.0 / MAX_TRIES:.0e} ({stuck.size} halo(s))"
+            )
+    return out[0], out[1], out[2]
 
 
 def check_error_range(low: float, high: float) -> None:
@@ -162,7 +206,9 @@ def simulate(
             it in the metadata (``FLUXLIM``), with the number drawn (``N_DRAWN``).
 
     The catalog's metadata records the seed, the hyperparameters, the field and the
-    expected number of halos ``N_EXPECT`` (and the error range, ``ERR_LO``/``ERR_HI``).
+    expected number of halos ``N_EXPECT`` (and the error range, ``ERR_LO``/``ERR_HI``). A
+    lightcone with a Poisson number of halos (no ``n_halos``, no ``redshifts``) also records
+    its window (``SURVEY``), which the extended likelihood reads.
     """
     prior = load_mass_prior() if prior is None else prior
     if n_halos is not None and n_halos < 1:
@@ -177,6 +223,10 @@ def simulate(
             raise ValueError("ra and dec can only be given together with redshifts")
         z, expected = _draw_redshifts(key_z, prior, field, n_halos)
         meta["N_EXPECT"] = expected
+        if n_halos is None:  # a Poisson number in the field: the extended likelihood's window
+            from bigmali.selection import SURVEY_KEY, Survey
+
+            meta[SURVEY_KEY] = Survey(field.solid_angle, 0.0, float(prior.z_grid[-1])).to_json()
         ra, dec = _draw_positions(key_pos, field, z.size)
     else:
         z = np.atleast_1d(np.asarray(redshifts, dtype=np.float64))
@@ -198,27 +248,80 @@ def simulate(
             raise ValueError(
                 f"column 'z', row {bad[0]}: value {float(z[bad[0]])!r} is outside the mass prior's redshift range [0, {prior.z_max:g}]"
             )
-    err = None
-    if lum_obs_err is not None:
-        low, high = (float(v) for v in lum_obs_err)
-        err = draw_lum_obs_err(jax.random.fold_in(jax.random.PRNGKey(seed), 1), z.size, low, high)
-        meta.update(ERR_LO=low, ERR_HI=high)
+    err = _errors(seed, z.size, lum_obs_err, meta)
     sigma_obs = relation.sigma_obs_of(err)
-    ln_mass, ln_lum, ln_lum_obs = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z), sigma_obs)
+    halos = _draw_halos(prior, Hyper(*map(float, hyper)), key_m, key_l, jnp.asarray(z), sigma_obs)
+    catalog = _mock_catalog(prior, hyper, z, ra, dec, halos, err, meta)
+    return catalog if flux_limit is None else _detected(catalog, flux_limit)
+
+
+def _errors(seed: int, n: int, lum_obs_err, meta: dict):
+    """Each halo's measurement error (log-uniform in ``lum_obs_err``, recorded), or None."""
+    if lum_obs_err is None:
+        return None
+    low, high = (float(v) for v in lum_obs_err)
+    meta.update(ERR_LO=low, ERR_HI=high)
+    return draw_lum_obs_err(jax.random.fold_in(jax.random.PRNGKey(seed), 1), n, low, high)
+
+
+def _mock_catalog(prior: MassPrior, hyper: Hyper, z, ra, dec, halos, err, meta: dict) -> Catalog:
+    """A mock's catalog from its drawn ``(ln M, ln L, ln L_obs)``, with the hyperparameters and
+    the prior recorded in its metadata."""
+    ln_mass, ln_lum, ln_lum_obs = (np.asarray(v) for v in halos)
     meta.update(relation.hyper_to_meta(hyper))
     meta["PRIOR"] = prior.description
-    catalog = Catalog.from_arrays(
+    return Catalog.from_arrays(
         z=z,
-        lum_obs=np.exp(np.asarray(ln_lum_obs)),
+        lum_obs=np.exp(ln_lum_obs),
         ra=ra,
         dec=dec,
-        mass=np.exp(np.asarray(ln_mass)),
-        lum=np.exp(np.asarray(ln_lum)),
+        mass=np.exp(ln_mass),
+        lum=np.exp(ln_lum),
         lum_obs_err=err,
         meta=meta,
         z_max=prior.z_max,
     )
-    return catalog if flux_limit is None else _detected(catalog, flux_limit)
+
+
+def simulate_detected(
+    prior: MassPrior | None = None,
+    hyper: Hyper = HYPERSEED,
+    *,
+    n_halos: int,
+    flux_limit,
+    field_arcmin: float = 40.0,
+    seed: int = 0,
+    lum_obs_err: tuple[float, float] | None = None,
+) -> Catalog:
+    """A mock of exactly ``n_halos`` detected halos, conditional on their redshifts.
+
+    The redshifts follow the parent ``dN/dz`` of the field; each halo's mass, luminosity and
+    observed luminosity are then drawn from the truncated predictive at its redshift
+    (:func:`draw_detected`). That is the model the truncated likelihood describes (it takes
+    the detected halos' redshifts as given), so a fit of such mocks is exactly calibrated,
+    and every mock has the same number of halos (SBC compiles once). A survey's own detected
+    redshifts are instead thinned by the detection probability (:func:`simulate` with
+    ``flux_limit``). The limit is recorded as :func:`simulate` records it, with
+    ``SELECTED = "truncated"``.
+    """
+    from bigmali.selection import META_KEY
+
+    prior = load_mass_prior() if prior is None else prior
+    if n_halos < 1:
+        raise ValueError(f"n_halos {n_halos!r} must be at least 1")
+    if flux_limit.kind == "column":
+        raise ValueError("a mock's flux limit must be a constant or a table, not the catalog's column")
+    field = square_field(field_arcmin)
+    key_z, key_pos, key_draw = jax.random.split(jax.random.PRNGKey(seed), 3)
+    z, expected = _draw_redshifts(key_z, prior, field, n_halos)
+    ra, dec = _draw_positions(key_pos, field, z.size)
+    meta = {"GENERATOR": "bigmali.simulate_detected", "SEED": seed, "FIELD_AM": field_arcmin, "N_EXPECT": expected}
+    err = _errors(seed, z.size, lum_obs_err, meta)
+    ln_lim = flux_limit.ln_limit_at(z)
+    hyper = Hyper(*map(float, hyper))
+    halos = draw_detected(prior, hyper, key_draw, z, relation.sigma_obs_of(err), ln_lim)
+    meta.update({META_KEY: flux_limit.to_meta(), "SELECTED": "truncated"})
+    return _mock_catalog(prior, hyper, z, ra, dec, halos, err, meta)
 
 
 def _detected(catalog: Catalog, flux_limit) -> Catalog:

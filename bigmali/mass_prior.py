@@ -370,6 +370,28 @@ def load_mass_prior(
 # twenty-odd operations compiled one by one; inside a traced function they are inlined.
 
 
+def expected_dndz(prior: MassPrior, solid_angle: float, z) -> np.ndarray:
+    """Expected halos per unit redshift in ``solid_angle`` steradians, in the prior's mass
+    range: ``Omega dV_c/(dz dOmega)(z) n(z)``, with ``n(z)`` the prior's abundance (its hmf
+    tables' number densities, a cubic spline in ln n between table redshifts) and the
+    comoving volume in the prior's cosmology (astropy)."""
+    from scipy.interpolate import CubicSpline
+
+    from bigmali.mass_function import resolve_cosmology
+
+    if prior.abundance is None:
+        raise ValueError(
+            f"the mass prior ({prior.description}) carries no halo abundance, so the expected number of "
+            "halos in a field is unknown"
+        )
+    if prior.cosmology is None:
+        raise ValueError("the mass prior names no cosmology, so comoving volumes are unknown")
+    z = np.asarray(z, dtype=np.float64)
+    ln_n = CubicSpline(np.asarray(prior.z_grid), np.log(np.asarray(prior.abundance)))
+    dv = resolve_cosmology(prior.cosmology).differential_comoving_volume(z).to_value("Mpc3 / sr")
+    return solid_angle * dv * np.exp(ln_n(z))
+
+
 def tabulated_knots(prior: MassPrior) -> slice:
     """The knots of the mass-function table itself: background knots and their ramps left out."""
     n = prior.mass.shape[0]

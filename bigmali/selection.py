@@ -30,10 +30,23 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["FluxLimit", "META_KEY", "check_detected", "resolve_flux_limit"]
+__all__ = [
+    "FluxLimit",
+    "Survey",
+    "META_KEY",
+    "LIKELIHOODS",
+    "check_detected",
+    "check_in_survey",
+    "resolve_flux_limit",
+    "resolve_survey",
+]
 
 META_KEY = "FLUXLIM"
+SURVEY_KEY = "SURVEY"
 KINDS = ("constant", "table", "column")
+LIKELIHOODS = ("truncated", "extended")
+"""How a flux-limited catalog enters the likelihood (``--selection``): each halo conditioned
+on its detection, or the extended likelihood with the number of detected halos (Poisson)."""
 
 
 class FluxLimit(NamedTuple):
@@ -194,3 +207,68 @@ def resolve_flux_limit(flux_limit, catalog) -> tuple[FluxLimit | None, str]:
     if limit is None:
         return None, "none: the catalog records no flux limit and none was given"
     return limit, f"{limit.describe()} (recorded in the catalog's metadata)"
+
+
+class Survey(NamedTuple):
+    """The sky and redshift window a survey covers, for the extended likelihood: the parent
+    halos it holds are ``expected_dndz`` (:func:`bigmali.mass_prior.expected_dndz`) over
+    ``[z_min, z_max]`` in ``solid_angle`` steradians; ``z_max`` None is the prior's last table."""
+
+    solid_angle: float
+    z_min: float = 0.0
+    z_max: float | None = None
+
+    @classmethod
+    def from_area(cls, area_deg2: float, z_min: float = 0.0, z_max: float | None = None) -> Survey:
+        area = float(area_deg2)
+        if not (math.isfinite(area) and 0 < area <= 41_252.97):
+            raise ValueError(f"survey area {area_deg2!r} deg^2: must be positive and at most the whole sky")
+        if not (0 <= z_min and (z_max is None or z_min < z_max)):
+            raise ValueError(f"survey redshifts [{z_min!r}, {z_max!r}]: need 0 <= z_min < z_max")
+        return cls(area * (math.pi / 180.0) ** 2, float(z_min), None if z_max is None else float(z_max))
+
+    @classmethod
+    def from_meta(cls, meta) -> Survey | None:
+        """The window a catalog's metadata records (``SURVEY``: ``bigmali simulate`` records
+        it for a lightcone with a Poisson number of halos), or None."""
+        return cls.from_json(meta[SURVEY_KEY]) if SURVEY_KEY in meta else None
+
+    def describe(self) -> str:
+        top = "the prior's last table" if self.z_max is None else f"{self.z_max:g}"
+        return f"{self.solid_angle * (180.0 / math.pi) ** 2:.6g} deg^2, z from {self.z_min:g} to {top}"
+
+    def to_json(self) -> str:
+        return json.dumps(self._asdict())
+
+    @classmethod
+    def from_json(cls, text: str) -> Survey:
+        fields = json.loads(text)
+        return cls(float(fields["solid_angle"]), float(fields.get("z_min", 0.0)), fields.get("z_max"))
+
+
+def check_in_survey(catalog, survey: Survey) -> None:
+    """Refuse a halo outside the survey's redshift window (the expected count covers only it)."""
+    z = np.asarray(catalog.z, dtype=np.float64)
+    top = np.inf if survey.z_max is None else survey.z_max
+    outside = np.flatnonzero((z < survey.z_min) | (z > top))
+    if outside.size:
+        row = int(outside[0])
+        raise ValueError(
+            f"column 'z', row {row}: value {float(z[row])!r} is outside the survey's redshifts "
+            f"[{survey.z_min:g}, {top:g}] that the extended likelihood counts halos in ({outside.size} halo(s))"
+        )
+
+
+def resolve_survey(survey, catalog) -> tuple[Survey, str]:
+    """The survey window the extended likelihood uses: ``survey`` if given, else the one a
+    lightcone mock's metadata implies; refused when neither is known."""
+    if survey is not None:
+        return survey, f"{survey.describe()} (given)"
+    survey = Survey.from_meta(catalog.meta)
+    if survey is None:
+        raise ValueError(
+            "the extended likelihood needs the survey's area and redshift range (--survey-area DEG2, "
+            "--survey-z LO,HI), and the catalog's metadata records none (a lightcone mock drawn with a "
+            "Poisson number of halos records its field)"
+        )
+    return survey, f"{survey.describe()} (recorded in the catalog's metadata)"

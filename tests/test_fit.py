@@ -134,7 +134,7 @@ def test_unknown_model_is_refused(small_mock):
 def test_a_flux_limited_fit_records_its_limit_and_extends_with_it(prior, tmp_path, capsys):
     """bigmali simulate --flux-limit, then bigmali fit reads the recorded limit and says so;
     the run records it, its log-likelihood is conditioned on detection, extending keeps it,
-    and the PPC (not built for selected runs yet) says so instead of flagging the cut."""
+    and the PPC replicates with the same cut."""
     import numpy as np
 
     from bigmali import cli
@@ -159,14 +159,37 @@ def test_a_flux_limited_fit_records_its_limit_and_extends_with_it(prior, tmp_pat
     np.testing.assert_allclose(run["log_likelihood"]["lum_obs"][0, 0], conditioned, rtol=1e-10)
     longer = bigmali.extend(run, catalog, draws=5, progress=False)
     assert longer.attrs["selection"] == run.attrs["selection"] and longer["posterior"]["alpha1"].shape == (1, 45)
-    with pytest.raises(ValueError, match="fitted with a flux limit"):
-        bigmali.posterior_predictive_check(run, prior=prior)
-    # The report shows the limit over the data, and says why it has no PPC.
+    # The PPC replicates with the same selection: every replicated halo is above the limit,
+    # and the catalog is not flagged for being cut (without the cut, p would be 0).
+    ppc = bigmali.posterior_predictive_check(run, prior=prior, n_draws=40)
+    assert np.all(ppc.replicates > np.log(3000.0) - 1e-5) and ppc.p_value > 0.01
+    # The report shows the limit over the data.
     bigmali.write_report(run, tmp_path / "report", prior=prior, ppc_draws=20)
     page = (tmp_path / "report" / "report.html").read_text()
     assert "<h2>Selection</h2>" in page and "recorded in the catalog&#x27;s metadata" in page
-    assert (tmp_path / "report" / "selection.png").exists() and "fitted with a flux limit" in page
+    assert (tmp_path / "report" / "selection.png").exists()
     # A limit given on the command line wins (tests/test_selection.py checks "none"); one
     # above a halo is refused, naming it.
     assert cli.main(argv + ["--flux-limit", "1e9", "--overwrite"]) == 1
     assert "column 'lum_obs', row 0" in capsys.readouterr().err
+
+
+def test_an_extended_fit_reads_the_mocks_field_and_records_it(prior, tmp_path, capsys):
+    """bigmali fit --selection extended on a Poisson lightcone mock: the survey window comes
+    from the mock's metadata and is recorded; --survey-area overrides it."""
+    from bigmali import cli
+    from bigmali.datatree import load_run, run_survey
+    from bigmali.selection import Survey
+
+    mock = tmp_path / "lightcone.fits"
+    assert cli.main(["simulate", "--out", str(mock), "--field-arcmin", "1.2", "--flux-limit", "3000"]) == 0
+    out = tmp_path / "ext.nc"
+    argv = ["fit", str(mock), "--out", str(out), "--chains", "1", "--warmup", "100", "--draws", "40", "--quiet"]
+    assert cli.main(argv + ["--selection", "extended", "--mass-draws", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "extended likelihood: survey 0.0004" in printed and "(recorded in the catalog's metadata)" in printed
+    run = load_run(out)
+    assert run.attrs["selection_likelihood"] == "extended"
+    assert run_survey(run) == Survey.from_meta(bigmali.read_catalog(mock).meta)
+    assert cli.main(argv + ["--survey-area", "2", "--overwrite"]) == 1  # without --selection extended
+    assert "--survey-area is for --selection extended" in capsys.readouterr().err

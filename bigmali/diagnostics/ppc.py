@@ -2,7 +2,10 @@
 
 For S posterior draws theta_s, a replicated catalog keeps every halo's redshift and draws
 ``ln M ~ P(M | z)`` (the mass prior), ``ln L_obs ~ N(ln mu_L(M, z), S^2 + sigma_obs^2)``, each
-replicated halo at the redshift, and with the measurement error, of the catalog's halo.
+replicated halo at the redshift, and with the measurement error, of the catalog's halo. A run
+fitted with a flux limit replicates with the same selection: each replicated halo is drawn,
+then cut, and drawn again until it is above its limit, so the replicates follow the truncated
+predictive ``P(L_obs | z, theta, detected)`` that the fit describes.
 
 Discrepancy. Per redshift bin b (the halos that use one of the mass prior's redshift
 tables), ``T_b`` is the Anderson-Darling distance of the bin's ln L_obs from the posterior
@@ -90,15 +93,27 @@ def _replicate_block(keys, hyper: Hyper, z, sigma_obs, prior: MassPrior):
 
 
 def replicate_ln_lum_obs(
-    hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8, lum_obs_err=None
+    hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8, lum_obs_err=None, ln_lim=None
 ) -> np.ndarray:
     """One replicated catalog's ln L_obs per hyperparameter draw: (len(hypers), len(z)), float32.
     Each replicated halo keeps the redshift and the measurement error (``lum_obs_err``, or
-    ``sigma_obs`` for all) of the catalog's halo."""
+    ``sigma_obs`` for all) of the catalog's halo. With ``ln_lim`` (each halo's ln L_lim, a
+    flux-limited catalog) each replicated halo is drawn from the truncated predictive at its
+    redshift: replicated, then cut, until it is detected (:func:`bigmali.lightcone.draw_detected`)."""
     from bigmali.utils import map_blocks
 
     z = jnp.asarray(z, dtype=jnp.float64)
     sigma_obs = sigma_obs_of(lum_obs_err, z.shape)
+    if ln_lim is not None:
+        from bigmali.lightcone import draw_detected
+
+        root = jax.random.PRNGKey(seed)
+        return np.stack(
+            [
+                draw_detected(prior, h, jax.random.fold_in(root, i), z, sigma_obs, ln_lim)[2].astype(np.float32)
+                for i, h in enumerate(hypers)
+            ]
+        )
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(len(hypers)))
     batch = (keys, Hyper(*(jnp.asarray([getattr(h, name) for h in hypers], dtype=jnp.float64) for name in HYPER_NAMES)))
     return map_blocks(lambda b: _replicate_block(b[0], b[1], z, sigma_obs, prior).astype(jnp.float32), batch, block)
@@ -161,19 +176,20 @@ def posterior_predictive_check(
         raise ValueError(f"statistic {statistic!r}: choose one of {', '.join(STATISTICS)}")
     from bigmali.datatree import run_catalog, run_flux_limit, run_prior, select_hypers
 
-    if run_flux_limit(run) is not None:
-        raise ValueError(
-            "the run was fitted with a flux limit, and replicates drawn from the selected (truncated) "
-            "predictive are not built yet: a PPC without the cut would flag the selection itself"
-        )
     catalog = run_catalog(run) if catalog is None else catalog
+    limit = run_flux_limit(run)
     prior = run_prior(run, prior)
     if n_draws < 20:
         raise ValueError(f"n_draws = {n_draws}: a posterior predictive p-value needs at least 20 replicates")
     z = np.asarray(catalog.z, dtype=np.float64)
     y = np.log(np.asarray(catalog.lum_obs, dtype=np.float64))
     reps = replicate_ln_lum_obs(
-        select_hypers(run, n_draws, seed), z, prior, seed=seed + 7, lum_obs_err=catalog.lum_obs_err
+        select_hypers(run, n_draws, seed),
+        z,
+        prior,
+        seed=seed + 7,
+        lum_obs_err=catalog.lum_obs_err,
+        ln_lim=None if limit is None else limit.ln_limit(catalog),
     )
     z_bins, bin_of = _redshift_bins(prior, z)
     n_bins = len(z_bins)

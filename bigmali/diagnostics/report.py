@@ -229,7 +229,17 @@ def _selection_section(page: _Page, run) -> None:
         ax.plot(z, np.exp(limit.ln_limit_at(z)), color="tab:red", lw=2, label="flux limit")
     ax.set(xlabel="z", ylabel="L_obs", yscale="log")
     ax.legend(loc="lower right")
-    page.add(f"<h2>Selection</h2><p>Each halo was conditioned on its detection: {html.escape(source)}.</p>")
+    if run.attrs.get("selection_likelihood") == "extended":
+        how = (
+            "Extended likelihood: the halos and their number, Poisson in the survey's window "
+            f"({html.escape(run.attrs.get('survey_source', ''))})"
+        )
+    else:
+        how = "Each halo was conditioned on its detection"
+    page.add(
+        f"<h2>Selection</h2><p>{how}; the limit: {html.escape(source)}. The posterior predictive check "
+        "replicates each halo with the same limit.</p>"
+    )
     page.figure(fig, "selection", "The catalog in the (z, L_obs) plane and the flux limit it was fitted with.")
     plt.close(fig)
 

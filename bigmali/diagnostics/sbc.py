@@ -58,6 +58,7 @@ class SbcSettings(NamedTuple):
     seed: int = 0
     prior: dict | None = None  # the prior options (load_mass_prior keywords); None: the default prior
     lum_obs_err: list | None = None  # [low, high]: per-halo errors drawn log-uniformly; None: sigma_obs
+    flux_limit: str | None = None  # the FluxLimit's JSON (FluxLimit.to_meta); None: complete mocks
 
     @property
     def n_ranked(self) -> int:
@@ -122,6 +123,7 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
     from bigmali.utils import bind
 
     model = bind(collapsed.model, config=quadrature.QuadratureConfig.for_prior(prior))
+    limit = _flux_limit(settings)
     config = NutsConfig(
         chains=1,
         warmup=settings.warmup,
@@ -132,12 +134,33 @@ def _collapsed_nuts_fitter(settings: SbcSettings, prior: MassPrior):
 
     def fit(mock, key):
         z, lum = jnp.asarray(mock.z), jnp.asarray(mock.lum_obs)
-        args = (z, lum, prior, quadrature.prepare(z, lum, prior, lum_obs_err=mock.lum_obs_err))
+        lum_lim = None if limit is None else np.exp(limit.ln_limit(mock))
+        args = (z, lum, prior, collapsed.prepare_data(z, lum, prior, mock.lum_obs_err, lum_lim, limit))
         out = run_nuts(model, args, config._replace(seed=_fit_seed(key)))
         draws = np.stack([out.samples[name][0] for name in HYPER_NAMES], axis=1)
         return draws, None, int(out.stats["diverging"].sum())
 
     return fit
+
+
+def _flux_limit(settings: SbcSettings):
+    from bigmali.selection import META_KEY, FluxLimit
+
+    return None if settings.flux_limit is None else FluxLimit.from_meta({META_KEY: settings.flux_limit})
+
+
+def _mock(settings: SbcSettings, prior: MassPrior, truth: Hyper, d: int):
+    """Dataset d's mock: ``n_halos`` halos, all of them detected if there is a flux limit
+    (redshifts from the parent dN/dz, each halo from its truncated predictive; see
+    :func:`bigmali.lightcone.simulate_detected`, the model the truncated likelihood describes)."""
+    seed = _mock_seed(settings.seed, d)
+    err = settings.lum_obs_err
+    limit = _flux_limit(settings)
+    if limit is None:
+        return lightcone.simulate(prior, truth, n_halos=settings.n_halos, seed=seed, lum_obs_err=err)
+    return lightcone.simulate_detected(
+        prior, truth, n_halos=settings.n_halos, flux_limit=limit, seed=seed, lum_obs_err=err
+    )
 
 
 def _generic_fitter(settings: SbcSettings, prior: MassPrior):
@@ -252,6 +275,7 @@ def run_sbc(
     prior: MassPrior | None = None,
     progress: bool = True,
     lum_obs_err: tuple[float, float] | None = None,
+    flux_limit=None,
 ) -> SbcResult:
     """Run (or resume) SBC into the JSON Lines file ``out`` until it holds ``n_datasets`` datasets.
 
@@ -266,13 +290,17 @@ def run_sbc(
             ``prior`` instead passes a prior object (not recorded: resume with the same one).
         lum_obs_err: ``(low, high)``: every mock gives each halo its own measurement error,
             log-uniform in that range (:func:`bigmali.simulate`), and every fit uses them.
+        flux_limit: a :class:`bigmali.selection.FluxLimit` (constant or table): every mock
+            holds ``n_halos`` detected halos and every fit models the limit (the truncated
+            likelihood). Mocks are conditional on their redshifts: see :func:`_mock`.
     """
     if n_datasets < 1 or n_halos < 1:
         raise ValueError(f"n_datasets = {n_datasets}, n_halos = {n_halos}: both must be at least 1")
     if not 1 <= thin <= draws:
         raise ValueError(f"thin = {thin}: must lie between 1 and draws = {draws}")
     err_range = None if lum_obs_err is None else [float(v) for v in lum_obs_err]
-    settings = SbcSettings(n_halos, model, method, warmup, draws, thin, seed, prior_options, err_range)
+    limit_json = None if flux_limit is None else flux_limit.to_meta()
+    settings = SbcSettings(n_halos, model, method, warmup, draws, thin, seed, prior_options, err_range, limit_json)
     path = Path(out)
     header, rows = _read_lines(path) if path.exists() else (None, [])
     if header is not None:
@@ -307,9 +335,7 @@ def run_sbc(
             for d in todo:
                 start = time.perf_counter()
                 truth = _dataset_truth(seed, d)
-                mock = lightcone.simulate(
-                    prior, truth, n_halos=n_halos, seed=_mock_seed(seed, d), lum_obs_err=lum_obs_err
-                )
+                mock = _mock(settings, prior, truth, d)
                 fit_draws, log_w, div = fitter(mock, jax.random.fold_in(jax.random.PRNGKey(seed + 1), d))
                 ranks, pit = _rank_row(fit_draws, log_w, truth, settings, np.random.default_rng([seed, d]))
                 row = {

@@ -71,12 +71,17 @@ class FitData(NamedTuple):
     quadrature: QuadratureConfig | None = None
 
 
-def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0, flux_limit=None) -> FitData:
+def fit_data(
+    catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0, flux_limit=None, survey=None
+) -> FitData:
     """The model function and its arguments (the collapsed likelihood's tables built once).
     A catalog's ``lum_obs_err`` column gives each halo its own measurement error; a
     ``flux_limit`` (:class:`bigmali.selection.FluxLimit`) conditions each halo on its
-    detection (a halo below its limit is refused)."""
-    from bigmali.selection import check_detected
+    detection (a halo below its limit is refused), or, with a ``survey`` window
+    (:class:`bigmali.selection.Survey`), enters through the extended likelihood
+    (:mod:`bigmali.likelihood.extended`)."""
+    from bigmali.likelihood.extended import prepare_count
+    from bigmali.selection import check_detected, check_in_survey
 
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     err = None if catalog.lum_obs_err is None else jnp.asarray(catalog.lum_obs_err)
@@ -85,9 +90,16 @@ def fit_data(catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0
         ln_lim = flux_limit.ln_limit(catalog)
         check_detected(catalog, ln_lim)
         lum_lim = np.exp(ln_lim)
-    tables = collapsed.prepare_data(z, lum, prior, err, lum_lim)
+    if survey is None:
+        tables = collapsed.prepare_data(z, lum, prior, err, lum_lim, flux_limit)
+    else:
+        if flux_limit is None:
+            raise ValueError("the extended likelihood is for a flux-limited catalog: give its flux limit")
+        check_in_survey(catalog, survey)
+        count = prepare_count(prior, flux_limit, survey, catalog.lum_obs_err, catalog.meta)
+        tables = collapsed.prepare_data(z, lum, prior, err)._replace(count=count)
     if model in LATENT_SITES:
-        selection = tables if lum_lim is not None else None
+        selection = tables if (lum_lim is not None or survey is not None) else None
         args = (z, lum, prior, err, selection)
         return FitData(
             catalog, prior, model, MODELS[model].model, args, halo_draws, tables, QuadratureConfig.for_prior(prior)

@@ -90,6 +90,7 @@ __all__ = [
     "CollapsedData",
     "QuadratureConfig",
     "TableGrid",
+    "grid_for_errors",
     "prepare",
     "log_likelihood_halos",
     "log_likelihood",
@@ -157,6 +158,12 @@ class CollapsedData(NamedTuple):
         y_lim: ln L_lim per halo (a flux-limited catalog), or None.
         log_p_det: (nz, n_levels, n_rho) ``ln G_b(rho_i, w_j)``, the detection probability's
             table on the same grid (see :func:`_build_table`), or None.
+        count: for the extended likelihood, the expected count's quadrature (the halos are
+            then not divided by their detection probability; the models add ``-Lambda``).
+        detection_sum: for a limit that is a function of z, the interpolation nodes of the
+            summed detection term, which the models use in place of the per-halo read
+            (:mod:`bigmali.likelihood.detection`); per-halo values still divide by each
+            halo's own ``P_det``.
     """
 
     y: jax.Array
@@ -172,6 +179,8 @@ class CollapsedData(NamedTuple):
     obs_err: jax.Array | None = None
     y_lim: jax.Array | None = None
     log_p_det: jax.Array | None = None
+    count: object = None  # the extended likelihood's expected count (bigmali.likelihood.extended.CountData)
+    detection_sum: object = None  # sum_k ln P_det,k from nodes (bigmali.likelihood.detection.DetectionSum)
 
 
 def _prior_nodes(prior: MassPrior, gl_order: int):
@@ -293,6 +302,15 @@ def _refined(table: jax.Array, ln_w0: float, grid: TableGrid):
     return jnp.asarray(fine), ln_w0, grid.ln_w_step / _REFINE
 
 
+def grid_for_errors(grid: TableGrid, lum_obs_err) -> TableGrid:
+    """The grid whose levels reach the w of the largest error at alpha2 = 0.1 (per-halo errors):
+    halos of one catalog prepared apart (interpolation nodes) pass it to share its table."""
+    if lum_obs_err is None:
+        return grid
+    w_top = math.sqrt(0.2**2 + float(np.max(lum_obs_err)) ** 2) / _ALPHA2_FLOOR
+    return grid._replace(w_max=max(grid.w_max, w_top))
+
+
 def prepare(
     z, lum_obs, prior: MassPrior, grid: TableGrid = TableGrid(), lum_obs_err=None, lum_lim=None
 ) -> CollapsedData:
@@ -306,8 +324,7 @@ def prepare(
     obs_err = None
     if lum_obs_err is not None:
         obs_err = np.asarray(lum_obs_err, dtype=np.float64)
-        w_top = math.sqrt(0.2**2 + float(obs_err.max()) ** 2) / _ALPHA2_FLOOR
-        grid = grid._replace(w_max=max(grid.w_max, w_top))
+        grid = grid_for_errors(grid, obs_err)
         obs_err = jnp.asarray(obs_err)
     key = (prior_fingerprint(prior), grid)
 

@@ -19,6 +19,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from bigmali import relation
+from bigmali.likelihood.detection import log_detection_sum, prepare_detection_sum
+from bigmali.likelihood.extended import expected_count
 from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
 from bigmali.mass_prior import MassPrior, sample_ln_mass
 from bigmali.models.common import sample_hyper
@@ -53,14 +55,24 @@ class CollapsedLumObs(dist.Distribution):
         return jnp.exp(ln_mu + sigma * jax.random.normal(key_l, z.shape))
 
 
-def prepare_data(z, lum_obs, prior: MassPrior, lum_obs_err=None, lum_lim=None) -> CollapsedData:
+def prepare_data(z, lum_obs, prior: MassPrior, lum_obs_err=None, lum_lim=None, flux_limit=None) -> CollapsedData:
     """The collapsed likelihood's precomputed constants for this catalog and prior (and the
-    halos' own measurement errors and flux limits, if it has them)."""
-    return prepare(z, lum_obs, prior, lum_obs_err=lum_obs_err, lum_lim=lum_lim)
+    halos' own measurement errors and flux limits, if it has them). ``flux_limit`` (the
+    :class:`~bigmali.selection.FluxLimit` that gave ``lum_lim``): a constant or a table also
+    gets the detection term's interpolation nodes (:mod:`bigmali.likelihood.detection`)."""
+    data = prepare(z, lum_obs, prior, lum_obs_err=lum_obs_err, lum_lim=lum_lim)
+    if lum_lim is None or flux_limit is None:
+        return data
+    return data._replace(detection_sum=prepare_detection_sum(z, lum_obs_err, flux_limit, prior))
 
 
 def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
     """Hyperprior, then one observed ``lum_obs`` per halo with the mass integrated out."""
     hyper = sample_hyper()
+    per_halo = data if data.detection_sum is None else data._replace(y_lim=None, detection_sum=None)
     with numpyro.plate("halos", jnp.shape(z)[0]):
-        numpyro.sample("lum_obs", CollapsedLumObs(hyper, data, prior, z, config), obs=lum_obs)
+        numpyro.sample("lum_obs", CollapsedLumObs(hyper, per_halo, prior, z, config), obs=lum_obs)
+    if data.detection_sum is not None:  # sum_k ln P_det,k from interpolation nodes
+        numpyro.factor("selection", -log_detection_sum(hyper, data.detection_sum, config))
+    if data.count is not None:  # the extended likelihood (bigmali.likelihood.extended)
+        numpyro.factor("expected_count", -expected_count(hyper, data.count, config))

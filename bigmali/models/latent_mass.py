@@ -66,10 +66,20 @@ def select(hyper: Hyper, prior: MassPrior, selection) -> None:
     :func:`~bigmali.likelihood.quadrature.log_detection_probability`). Equivalently, the
     observation density truncated at the limit, with the mass prior reweighted by the
     probability of detection at that mass.
+
+    With the extended likelihood (``selection.count``) the halos keep their complete-catalog
+    densities and the factor is ``-Lambda(theta)``, the expected number of detected halos.
     """
     if selection is None:
         return
+    from bigmali.likelihood.detection import log_detection_sum
+    from bigmali.likelihood.extended import expected_count
     from bigmali.likelihood.quadrature import QuadratureConfig, log_detection_probability
 
     config = QuadratureConfig.for_prior(prior)
-    numpyro.factor("selection", -jnp.sum(log_detection_probability(hyper, selection, config)))
+    if selection.count is not None:  # the extended likelihood: the expected count, once
+        numpyro.factor("expected_count", -expected_count(hyper, selection.count, config))
+    elif selection.detection_sum is not None:  # sum_k ln P_det,k from interpolation nodes
+        numpyro.factor("selection", -log_detection_sum(hyper, selection.detection_sum, config))
+    else:
+        numpyro.factor("selection", -jnp.sum(log_detection_probability(hyper, selection, config)))

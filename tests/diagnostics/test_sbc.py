@@ -70,13 +70,22 @@ def test_resuming_gives_the_datasets_an_uninterrupted_run_gives(tmp_path, prior)
         run_sbc(part, 4, N_HALOS, prior=prior, warmup=WARMUP, draws=DRAWS, thin=5, progress=False)
 
 
-def test_mocks_with_per_halo_errors_are_recorded_and_fitted_with_them(tmp_path, prior):
+def test_mocks_with_per_halo_errors_and_a_flux_limit_are_recorded_and_fitted_with_them(tmp_path, prior):
+    """Every mock holds N detected halos (each from its truncated predictive) with its own
+    errors, and the settings record both; the uniformity itself is measured by
+    benchmarks/selection.py (100 datasets of 10^4 halos)."""
+    from bigmali.selection import FluxLimit
+
     path = tmp_path / "err.jsonl"
     options = dict(prior=prior, warmup=WARMUP, draws=DRAWS, thin=2, progress=False)
-    result = run_sbc(path, 2, N_HALOS, lum_obs_err=(0.02, 0.3), **options)
+    limit = FluxLimit.table([0.0, 3.5], [3e3, 3e4])
+    result = run_sbc(path, 2, N_HALOS, lum_obs_err=(0.02, 0.3), flux_limit=limit, **options)
     assert result.settings.lum_obs_err == [0.02, 0.3] and result.divergences.sum() == 0
+    assert FluxLimit.from_meta({"FLUXLIM": result.settings.flux_limit}) == limit
     with pytest.raises(ValueError, match=r"lum_obs_err = \[0.02, 0.3\], not None"):
         run_sbc(path, 3, N_HALOS, **options)
+    with pytest.raises(ValueError, match="flux_limit = "):
+        run_sbc(path, 3, N_HALOS, lum_obs_err=(0.02, 0.3), **options)
 
 
 def test_other_methods_go_through_fit(tmp_path, prior):

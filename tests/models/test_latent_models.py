@@ -205,3 +205,12 @@ def test_latent_models_divide_each_halo_by_its_detection_probability(prior, mode
     expected = -float(jnp.sum(Q.log_detection_probability(hyper, selection)))
     assert expected > 1.0  # the cut matters at this limit
     assert with_cut - without == pytest.approx(expected, rel=1e-10)
+    # The extended likelihood: the halos keep their complete-catalog densities and the
+    # expected count of detected halos enters once.
+    from bigmali.likelihood.extended import expected_count, prepare_count
+    from bigmali.selection import FluxLimit, Survey
+
+    count = prepare_count(prior, FluxLimit.constant(2e3), Survey.from_area(0.01), cat.lum_obs_err, cat.meta)
+    extended = Q.prepare(z, lum, prior, lum_obs_err=err)._replace(count=count)
+    with_count = _log_joint(model, params, (z, lum, prior, err, extended, "none"))
+    assert with_count - without == pytest.approx(-float(expected_count(hyper, count)), rel=1e-10)
