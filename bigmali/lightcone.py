@@ -122,7 +122,8 @@ def draw_detected(prior: MassPrior, hyper: Hyper, key, z, sigma_obs, ln_lim, blo
     until each halo is detected). Exact: what is kept is distributed as
     ``P(M, L, L_obs | z, theta, detected)``, the model the truncated likelihood describes.
 
-    Each step draws ``block`` halos: the halos not yet detected, repeated to fill the block,
+    Each step draws ``block`` halos (at most four times the catalog, rounded up to a power of
+    two, and at least 1,024): the halos not yet detected, repeated to fill the block,
     so that a rarely detected halo gets many tries at once; the first detected try of each is
     kept. The cost is about the sum of the halos' 1 / P(detected), not the halo count times
     the largest. Returns ``(ln_mass, ln_lum, ln_lum_obs)`` as numpy arrays; a halo not
@@ -133,6 +134,7 @@ def draw_detected(prior: MassPrior, hyper: Hyper, key, z, sigma_obs, ln_lim, blo
     sigma_obs = np.broadcast_to(np.asarray(sigma_obs, dtype=np.float64), (n,))
     ln_lim = np.broadcast_to(np.asarray(ln_lim, dtype=np.float64), (n,))
     hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
+    block = min(block, max(1024, 1 << (4 * n - 1).bit_length()))  # a small catalog: a small block
     out = np.zeros((3, n))
     remaining = np.arange(n)
     tries = np.zeros(n, dtype=np.int64)

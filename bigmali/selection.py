@@ -19,6 +19,10 @@ A :class:`FluxLimit` is one of
 
 Limits are in the catalog's luminosity unit. A catalog records its limit in its metadata
 (key ``FLUXLIM``, a JSON string), so that a fit finds it again.
+
+That is the truncated likelihood. The extended likelihood (:mod:`bigmali.likelihood.extended`)
+also counts the detected halos, and needs the survey's window: a :class:`Survey` (sky area
+and redshift range), which a lightcone mock records under ``SURVEY``.
 """
 
 from __future__ import annotations

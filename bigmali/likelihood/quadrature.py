@@ -64,7 +64,10 @@ its detection probability ``P(L_obs > L_lim,k | z_k, theta) = G_b(rho_lim,k, w_k
 convolved with the normal CDF. ``ln G_b`` is a second theta-free table on the same grid
 (built in JAX, a few seconds), read with the same stencils; beyond the grid's upper end it
 is continued as the density is, below its lower end it is held (``P = 1`` there). Against
-Simpson of the prior times ``log_ndtr`` each ``ln P`` is within ~1e-7.
+Simpson of the prior times ``log_ndtr`` each ``ln P`` is within ~1e-7. A fit with a limit
+that is a function of z sums this term from interpolation nodes instead of halo by halo
+(:mod:`bigmali.likelihood.detection`); the extended likelihood integrates it over the
+survey (:mod:`bigmali.likelihood.extended`).
 
 Everything is in log space and float64. Gradients come from JAX's reverse mode (and, per
 halo with per-halo errors, from the hand-written JVP above).

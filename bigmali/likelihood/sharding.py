@@ -70,6 +70,9 @@ def shard_halos(data: CollapsedData, n_total: int | None = None, mesh: Mesh | No
     global: each process contributes its block.
     """
     mesh = halo_mesh() if mesh is None else mesh
+    if data.count is not None:
+        raise ValueError("the extended likelihood's expected count is not sharded: shard the truncated one")
+    data = data._replace(detection_sum=None)  # each device reads its own halos' detection terms
     n_local = int(np.shape(data.y)[0])
     n_total = n_local if n_total is None else int(n_total)
     n_proc = jax.process_count()
