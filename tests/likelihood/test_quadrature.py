@@ -18,9 +18,9 @@ def mock(prior):
 def test_matches_an_exact_reference_per_halo(prior, mock):
     """Against a table with 8-point Gauss-Legendre per knot interval, half the rho step and
     levels of ln w 0.005 apart around the hyperseed's w (exact to ~1e-11)."""
-    fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior)))
+    fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior, per_halo=False)))
     fine = Q.TableGrid(gl_order=8, rho_step=0.025, w_min=0.44, w_max=0.48, ln_w_step=0.005)
-    exact = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior, fine)))
+    exact = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z, mock.lum_obs, prior, fine, per_halo=False)))
     assert np.abs(fast - exact).max() < 1e-7
     # Scaled to 115,919 halos the total error stays far below the 0.01 target.
     assert abs(np.mean(fast - exact)) * 115_919 < 1e-3
@@ -29,7 +29,9 @@ def test_matches_an_exact_reference_per_halo(prior, mock):
 def test_matches_brute_force_simpson_with_1e4_masses(prior, mock):
     """The brute-force reference shares only the prior density and the lognormal with the fast path."""
     sub = slice(0, 500)
-    fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z[sub], mock.lum_obs[sub], prior)))
+    fast = np.asarray(
+        Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z[sub], mock.lum_obs[sub], prior, per_halo=False))
+    )
     ref = Q.reference_log_likelihood_halos(HYPERSEED, mock.z[sub], mock.lum_obs[sub], prior)
     # Simpson with 1e4 points is itself good to ~1e-7 per halo (kinks at the knots).
     assert np.abs(fast - ref).max() < 2e-7
@@ -37,14 +39,14 @@ def test_matches_brute_force_simpson_with_1e4_masses(prior, mock):
 
 def test_linear_z_mode_matches_its_reference(prior_linear, mock):
     sub = slice(0, 300)
-    data = Q.prepare(mock.z[sub], mock.lum_obs[sub], prior_linear)
+    data = Q.prepare(mock.z[sub], mock.lum_obs[sub], prior_linear, per_halo=False)
     fast = np.asarray(Q.log_likelihood_halos(HYPERSEED, data, Q.QuadratureConfig(linear=True)))
     ref = Q.reference_log_likelihood_halos(HYPERSEED, mock.z[sub], mock.lum_obs[sub], prior_linear)
     assert np.abs(fast - ref).max() < 2e-7
 
 
 def test_gradient_matches_finite_differences(prior, mock):
-    assert_gradient_matches_finite_differences(Q.prepare(mock.z, mock.lum_obs, prior))
+    assert_gradient_matches_finite_differences(Q.prepare(mock.z, mock.lum_obs, prior, per_halo=False))
 
 
 def assert_gradient_matches_finite_differences(data):
@@ -64,7 +66,7 @@ def test_extreme_halos_give_finite_values_and_gradients(prior, mock):
     """Halos 100x brighter or fainter than anything in the mock: finite, and the background explains them."""
     lum = np.concatenate([mock.lum_obs[:200], [mock.lum_obs.max() * 100, mock.lum_obs.min() / 100, 1e-3, 1e12]])
     z = np.concatenate([mock.z[:200], [0.5, 0.5, 3.0, 0.01]])
-    data = Q.prepare(z, lum, prior)
+    data = Q.prepare(z, lum, prior, per_halo=False)
     values = Q.log_likelihood_halos(HYPERSEED, data)
     grad = jax.grad(lambda th: Q.log_likelihood(Hyper(*th), data))(jnp.array(HYPERSEED))
     assert np.all(np.isfinite(values)) and np.all(np.isfinite(grad))
@@ -76,7 +78,7 @@ def test_extreme_halos_give_finite_values_and_gradients(prior, mock):
 def test_without_background_is_still_finite(mock):
     bare = bigmali.load_mass_prior(background=None)
     lum = np.concatenate([mock.lum_obs[:50], [mock.lum_obs.max() * 100]])
-    values = Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z[:51], lum, bare))
+    values = Q.log_likelihood_halos(HYPERSEED, Q.prepare(mock.z[:51], lum, bare, per_halo=False))
     assert np.all(np.isfinite(values))
 
 
@@ -90,7 +92,7 @@ def test_more_outliers_than_the_exact_tail_handles_stay_finite_and_close(prior, 
     n_out = Q._MAX_BEYOND + 20
     lum = np.concatenate([mock.lum_obs[:100], np.full(n_out, mock.lum_obs.max() * 1e4)])
     z = np.concatenate([mock.z[:100], np.full(n_out, 0.5)])
-    data = Q.prepare(z, lum, prior)
+    data = Q.prepare(z, lum, prior, per_halo=False)
     values = np.asarray(Q.log_likelihood_halos(HYPERSEED, data))
     grad = jax.grad(lambda th: Q.log_likelihood(Hyper(*th), data))(jnp.array(HYPERSEED))
     assert np.all(np.isfinite(values)) and np.all(np.isfinite(grad))
@@ -119,7 +121,7 @@ def test_per_halo_errors_match_brute_force_simpson(prior, noisy):
     ref = Q.reference_log_likelihood_halos(HYPERSEED, z, lum, prior, lum_obs_err=err)
     assert np.abs(fast - ref).max() < 2e-7
     # The errors matter: with sigma_obs for every halo the values differ by far more.
-    fixed = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior)))
+    fixed = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, per_halo=False)))
     assert np.abs(fixed - ref).max() > 0.1
 
 
@@ -127,8 +129,12 @@ def test_per_halo_errors_all_equal_to_sigma_obs_give_the_fixed_noise_likelihood(
     z, lum, _ = noisy
     same = np.full(z.size, bigmali.relation.SIGMA_OBS)
     per_halo = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, lum_obs_err=same)))
-    fixed = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior)))
+    fixed = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, per_halo=False)))
     assert np.abs(per_halo - fixed).max() < 2e-7
+    # Below PER_HALO_BELOW halos a catalog without errors takes the per-halo path by itself.
+    automatic = Q.prepare(z, lum, prior)
+    assert z.size < Q.PER_HALO_BELOW and automatic.obs_err is not None
+    np.testing.assert_array_equal(np.asarray(Q.log_likelihood_halos(HYPERSEED, automatic)), per_halo)
 
 
 def test_per_halo_errors_in_linear_z_mode_match_the_reference(prior_linear, noisy):
@@ -160,7 +166,7 @@ def test_per_halo_outliers_beyond_the_grid_are_continued_as_the_fixed_noise_path
     z, lum = np.full(n_out, 0.5), np.full(n_out, noisy[1].max() * 1e4)
     err = np.full(n_out, bigmali.relation.SIGMA_OBS)
     per_halo = np.asarray(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z, lum, prior, lum_obs_err=err)))
-    fixed = float(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z[:1], lum[:1], prior))[0])
+    fixed = float(Q.log_likelihood_halos(HYPERSEED, Q.prepare(z[:1], lum[:1], prior, per_halo=False))[0])
     assert np.all(np.abs(per_halo / fixed - 1) < 1e-3)
 
 
@@ -220,8 +226,8 @@ def test_a_flux_limit_divides_each_halo_by_its_exact_detection_probability(prior
 
 def test_a_limit_far_above_every_halo_is_finite_and_held_far_below_is_one(prior, noisy):
     z, lum, _ = (v[:50] for v in noisy)
-    data = Q.prepare(z, lum, prior, lum_lim=lum * 1e-30)
+    data = Q.prepare(z, lum, prior, lum_lim=lum * 1e-30, per_halo=False)
     np.testing.assert_allclose(np.asarray(Q.log_detection_probability(HYPERSEED, data)), 0.0, atol=1e-8)
-    high = Q.prepare(z, lum, prior, lum_lim=np.full(z.size, lum.max() * 1e6))
+    high = Q.prepare(z, lum, prior, lum_lim=np.full(z.size, lum.max() * 1e6), per_halo=False)
     values = np.asarray(Q.log_detection_probability(HYPERSEED, high))
     assert np.all(np.isfinite(values)) and np.all(values < -100)
