@@ -262,16 +262,13 @@ def main() -> None:
             f"{float(jnp.max(jnp.abs((g_nodes - g_ref) / g_ref))):.1e} relative"
         )
     value_grad = jax.jit(jax.value_and_grad(lambda th, d: Q.log_likelihood(Hyper(*th), d)))
-    undivided = cut._replace(y_lim=None, detection_sum=None)
-    fit_path = jax.jit(
-        jax.value_and_grad(lambda th, d, n: Q.log_likelihood(Hyper(*th), d) - D.log_detection_sum(Hyper(*th), n))
-    )
+    per_halo_read = cut._replace(detection_sum=None)
     ms = alternating_medians_ms(
         {
             "fixed sigma": lambda: value_grad(theta, fixed),
             "per-halo errors": lambda: value_grad(theta, data),
-            "per-halo errors and a flux limit (a fit's path: nodes)": lambda: fit_path(theta, undivided, nodes),
-            "per-halo errors and a flux limit (per-halo read)": lambda: value_grad(theta, cut),
+            "per-halo errors and a flux limit (a fit's path: nodes)": lambda: value_grad(theta, cut),
+            "per-halo errors and a flux limit (per-halo read)": lambda: value_grad(theta, per_halo_read),
         },
         args.repeats,
     )

@@ -318,7 +318,8 @@ def _halos(data: FitData, method: str | None = None):
     flux-limited catalog rather than fitted as if it were complete."""
     from bigmali.likelihood.single_halo import halo_data
 
-    if method is not None and data.collapsed is not None and data.collapsed.y_lim is not None:
+    selected = data.collapsed is not None and (data.collapsed.y_lim is not None or data.collapsed.count is not None)
+    if method is not None and selected:
         raise ValueError(
             f"method {method!r}: the 2017 importance-sampling likelihood does not model a flux limit; fit a "
             "flux-limited catalog with nuts, svi, is_proposal or is_prior with is_likelihood='exact'"

@@ -31,16 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bigmali.likelihood.quadrature import (
-    CollapsedData,
-    QuadratureConfig,
-    TableGrid,
-    grid_for_errors,
-    log_detection_probability,
-    prepare,
-)
+from bigmali.likelihood.quadrature import CollapsedData, TableGrid, grid_for_errors, log_detection_sum, prepare
 from bigmali.mass_prior import MassPrior
-from bigmali.relation import Hyper
 
 __all__ = [
     "DetectionSum",
@@ -145,9 +137,3 @@ def nodes_at_limit(z, ln_lim, prior: MassPrior, err, catalog_err) -> CollapsedDa
     lum_lim = np.exp(np.asarray(ln_lim, dtype=np.float64))
     grid = grid_for_errors(TableGrid(), catalog_err)
     return prepare(z, lum_lim, prior, grid=grid, lum_obs_err=err, lum_lim=lum_lim)
-
-
-def log_detection_sum(hyper: Hyper, detection: DetectionSum, config: QuadratureConfig = QuadratureConfig()):
-    """``D(theta) = sum_k ln P_det,k``, from the nodes (+inf where a node's w is outside the
-    table, as :func:`~bigmali.likelihood.quadrature.log_detection_probability` gives)."""
-    return jnp.sum(detection.weight * log_detection_probability(hyper, detection.nodes, config))

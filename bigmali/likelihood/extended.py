@@ -40,9 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bigmali.likelihood.detection import nodes_at_limit, segment_edges
-from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_detection_probability
+from bigmali.likelihood.quadrature import CollapsedData, expected_count
 from bigmali.mass_prior import MassPrior, expected_dndz
-from bigmali.relation import Hyper
 
 __all__ = ["CountData", "prepare_count", "expected_count", "ERROR_NODES", "Z_NODES"]
 
@@ -104,9 +103,3 @@ def prepare_count(prior: MassPrior, flux_limit, survey, lum_obs_err=None, meta=N
     err_all = None if err is None else np.tile(err, z.size)
     nodes = nodes_at_limit(z_all, lim_all, prior, err_all, lum_obs_err)
     return CountData(nodes, jnp.log(jnp.asarray(weight)), float(weight.sum()))
-
-
-def expected_count(hyper: Hyper, count: CountData, config: QuadratureConfig = QuadratureConfig()):
-    """``Lambda(theta)``: the expected number of detected halos in the survey window."""
-    log_p = log_detection_probability(hyper, count.nodes, config)
-    return jnp.exp(jax.nn.logsumexp(count.log_weight + jnp.where(jnp.isfinite(log_p), log_p, -jnp.inf)))

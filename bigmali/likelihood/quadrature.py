@@ -98,6 +98,9 @@ __all__ = [
     "log_likelihood_halos",
     "log_likelihood",
     "log_detection_probability",
+    "log_detection_sum",
+    "expected_count",
+    "log_selection",
     "log_likelihood_halos_batch",
     "log_likelihood_batch",
     "reference_log_likelihood_halos",
@@ -590,9 +593,40 @@ def log_detection_probability(hyper: Hyper, data: CollapsedData, config: Quadrat
     return jnp.where(inside, value, jnp.inf)
 
 
+def log_detection_sum(hyper: Hyper, detection, config: QuadratureConfig = QuadratureConfig()):
+    """``D(theta) = sum_k ln P_det,k`` from interpolation nodes and their weights
+    (:class:`bigmali.likelihood.detection.DetectionSum`; +inf where a node's w is outside the
+    table, as :func:`log_detection_probability` gives)."""
+    return jnp.sum(detection.weight * log_detection_probability(hyper, detection.nodes, config))
+
+
+def expected_count(hyper: Hyper, count, config: QuadratureConfig = QuadratureConfig()):
+    """``Lambda(theta)``, the expected number of detected halos in the survey window, from the
+    quadrature of :class:`bigmali.likelihood.extended.CountData`."""
+    log_p = log_detection_probability(hyper, count.nodes, config)
+    return jnp.exp(jax.nn.logsumexp(count.log_weight + jnp.where(jnp.isfinite(log_p), log_p, -jnp.inf)))
+
+
+def log_selection(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
+    """The selection's term of the total log-likelihood, which every model and the total add
+    to the halos' undivided terms: ``-Lambda(theta)`` (the extended likelihood, ``data.count``),
+    ``-sum_k ln P_det,k`` (the truncated one: from interpolation nodes if
+    ``data.detection_sum``, else halo by halo), or 0 for a complete catalog."""
+    if data.count is not None:
+        return -expected_count(hyper, data.count, config)
+    if data.detection_sum is not None:
+        return -log_detection_sum(hyper, data.detection_sum, config)
+    if data.y_lim is not None:
+        return -jnp.sum(log_detection_probability(hyper, data, config))
+    return jnp.zeros(())
+
+
 def log_likelihood(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
-    """Total collapsed log-likelihood, differentiable in ``hyper``."""
-    return jnp.sum(log_likelihood_halos(hyper, data, config))
+    """Total collapsed log-likelihood, differentiable in ``hyper``: the halos' terms and the
+    selection's (:func:`log_selection`)."""
+    hyper = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hyper))
+    halos = log_likelihood_halos(hyper, data._replace(y_lim=None), config)
+    return jnp.sum(halos) + log_selection(hyper, data, config)
 
 
 @partial(jax.jit, static_argnames="config")

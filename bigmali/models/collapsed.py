@@ -19,9 +19,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from bigmali import relation
-from bigmali.likelihood.detection import log_detection_sum, prepare_detection_sum
-from bigmali.likelihood.extended import expected_count
-from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, prepare
+from bigmali.likelihood.detection import prepare_detection_sum
+from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos, log_selection, prepare
 from bigmali.mass_prior import MassPrior, sample_ln_mass
 from bigmali.models.common import sample_hyper
 from bigmali.relation import Hyper
@@ -69,10 +68,7 @@ def prepare_data(z, lum_obs, prior: MassPrior, lum_obs_err=None, lum_lim=None, f
 def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
     """Hyperprior, then one observed ``lum_obs`` per halo with the mass integrated out."""
     hyper = sample_hyper()
-    per_halo = data if data.detection_sum is None else data._replace(y_lim=None, detection_sum=None)
-    with numpyro.plate("halos", jnp.shape(z)[0]):
-        numpyro.sample("lum_obs", CollapsedLumObs(hyper, per_halo, prior, z, config), obs=lum_obs)
-    if data.detection_sum is not None:  # sum_k ln P_det,k from interpolation nodes
-        numpyro.factor("selection", -log_detection_sum(hyper, data.detection_sum, config))
-    if data.count is not None:  # the extended likelihood (bigmali.likelihood.extended)
-        numpyro.factor("expected_count", -expected_count(hyper, data.count, config))
+    with numpyro.plate("halos", jnp.shape(z)[0]):  # each halo's undivided term ...
+        numpyro.sample("lum_obs", CollapsedLumObs(hyper, data._replace(y_lim=None), prior, z, config), obs=lum_obs)
+    if data.y_lim is not None or data.count is not None:  # ... and the selection's, once
+        numpyro.factor("selection", log_selection(hyper, data, config))

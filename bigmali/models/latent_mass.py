@@ -72,14 +72,6 @@ def select(hyper: Hyper, prior: MassPrior, selection) -> None:
     """
     if selection is None:
         return
-    from bigmali.likelihood.detection import log_detection_sum
-    from bigmali.likelihood.extended import expected_count
-    from bigmali.likelihood.quadrature import QuadratureConfig, log_detection_probability
+    from bigmali.likelihood.quadrature import QuadratureConfig, log_selection
 
-    config = QuadratureConfig.for_prior(prior)
-    if selection.count is not None:  # the extended likelihood: the expected count, once
-        numpyro.factor("expected_count", -expected_count(hyper, selection.count, config))
-    elif selection.detection_sum is not None:  # sum_k ln P_det,k from interpolation nodes
-        numpyro.factor("selection", -log_detection_sum(hyper, selection.detection_sum, config))
-    else:
-        numpyro.factor("selection", -jnp.sum(log_detection_probability(hyper, selection, config)))
+    numpyro.factor("selection", log_selection(hyper, selection, QuadratureConfig.for_prior(prior)))

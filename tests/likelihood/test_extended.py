@@ -69,6 +69,12 @@ def test_the_collapsed_model_adds_minus_the_expected_count_to_undivided_halos(pr
     assert log_p(complete._replace(count=count)) - log_p(complete) == pytest.approx(-lam, rel=1e-10)
     ln_det = float(jnp.sum(Q.log_detection_probability(hyper, truncated, config)))
     assert log_p(truncated) - log_p(complete) == pytest.approx(-ln_det, rel=1e-10)
+    # The total that the importance-sampling methods use carries the same selection terms.
+    total = float(Q.log_likelihood(hyper, complete, config))
+    assert float(Q.log_likelihood(hyper, complete._replace(count=count), config)) == pytest.approx(
+        total - lam, rel=1e-12
+    )
+    assert float(Q.log_likelihood(hyper, truncated, config)) == pytest.approx(total - ln_det, rel=1e-12)
 
 
 def test_what_the_extended_likelihood_refuses(prior):
