@@ -611,7 +611,7 @@ def _cmd_compare_priors(args) -> int:
 
 ENGINE_FLAGS = {
     "chains": (COUNT, "chains"),
-    "warmup": (NONNEGATIVE, "warmup iterations per chain (200 with --target-ess)"),
+    "warmup": (NONNEGATIVE, "warmup iterations per chain (100 with --target-ess)"),
     "draws": (COUNT, "draws per chain (with --target-ess: at most)"),
     "target_ess": (
         NONNEGATIVE,

@@ -11,6 +11,7 @@ each chain's last state, step size and mass matrix so that :func:`extend_nuts` c
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from functools import partial
@@ -40,7 +41,10 @@ __all__ = [
     "TARGET_ACCEPT",
     "R_HAT_MAX",
     "TARGET_ESS_WARMUP",
+    "MIN_ROUND",
+    "ess_shortfall",
     "enough_draws",
+    "next_round",
 ]
 
 EXTRA_FIELDS = ("diverging", "num_steps", "energy", "accept_prob", "potential_energy", "adapt_state.step_size")
@@ -58,40 +62,57 @@ def default_target_accept(model: str) -> float:
     return TARGET_ACCEPT["collapsed" if model == "collapsed" else "latent"]
 
 
-TARGET_ESS_WARMUP = 200
+TARGET_ESS_WARMUP = 100
 """Warmup per chain when drawing to a target ESS and no warmup is given. The chains start at
 draws of the Laplace fit with its covariance as the mass matrix, so the warmup only tunes the
-step size and refines that matrix: at 115,919 halos, warmups of 100 and 200 both passed every
-convergence check with ESS >= 400. At 10^4 halos ``bigmali fit --target-ess 400`` took 36 s
-wall with it and 56 s with the fixed-count default of 1,000 (sampling 17 s against 37 s), for
-the same 200 draws per chain."""
+step size and refines that matrix: at 115,919 halos, warmups of 60, 100 and 200 all passed
+every convergence check with ESS >= 400 (R-hat at most 1.006, 1.010, 1.003; ``bigmali fit
+--target-ess 400`` 28.7, 34.6 and 38.6 s wall, each drawing 200 per chain)."""
+
+MIN_ROUND = 25
+"""The fewest draws per chain a round of a fit to a target ESS adds (:func:`next_round`)."""
 
 R_HAT_MAX = 1.01
 """Rank-normalised split R-hat at most this (Vehtari et al. 2021): the ``target_ess`` stopping
 rule's and the convergence diagnostics' threshold."""
 
 
-def enough_draws(samples: dict, target_ess: int) -> bool:
-    """Whether draws ``{site: (chain, draw)}`` have, for every site, bulk and tail ESS of at
-    least ``target_ess`` and (with several chains) R-hat at most :data:`R_HAT_MAX`, as ArviZ
-    computes them."""
+def ess_shortfall(samples: dict, target_ess: int) -> float:
+    """How far draws ``{site: (chain, draw)}`` are from the stopping rule: 0 when every site
+    has bulk and tail ESS of at least ``target_ess`` and (with several chains) R-hat at most
+    :data:`R_HAT_MAX`, as ArviZ computes them; otherwise ``target_ess`` over the smallest of
+    those ESS (at least 1: R-hat alone failing), the factor by which the draws fall short."""
     import arviz_stats  # noqa: F401  (registers the .azstats accessor)
     import xarray as xr
 
     chains = next(iter(samples.values())).shape[0]
     post = xr.Dataset({name: (("chain", "draw"), np.asarray(v)) for name, v in samples.items()})
-    checks = [post.azstats.ess(method="bulk") >= target_ess, post.azstats.ess(method="tail") >= target_ess]
-    if chains > 1:
-        checks.append(post.azstats.rhat() <= R_HAT_MAX)
-    return all(bool(check.to_array().all()) for check in checks)
+    ess = min(float(post.azstats.ess(method=kind).to_array().min()) for kind in ("bulk", "tail"))
+    r_hat_ok = chains == 1 or bool((post.azstats.rhat() <= R_HAT_MAX).to_array().all())
+    if ess >= target_ess and r_hat_ok:
+        return 0.0
+    return max(1.0, target_ess / max(ess, 1.0))
+
+
+def enough_draws(samples: dict, target_ess: int) -> bool:
+    """Whether draws ``{site: (chain, draw)}`` meet the stopping rule (:func:`ess_shortfall`)."""
+    return ess_shortfall(samples, target_ess) == 0.0
+
+
+def next_round(done: int, shortfall: float) -> int:
+    """Draws per chain to add after ``done`` that fall ``shortfall`` short (:func:`ess_shortfall`):
+    ESS grows about in proportion to the draws, so ``done * shortfall`` plus a tenth, at least
+    :data:`MIN_ROUND` and at most ``_BLOCK``."""
+    return int(min(_BLOCK, max(MIN_ROUND, math.ceil(1.1 * done * shortfall) - done)))
 
 
 class NutsConfig(NamedTuple):
     """Settings of a NUTS run (recorded in the DataTree's attrs). ``target_accept`` None: the
     model's default, :func:`default_target_accept`. ``target_ess`` (models with a few latent
-    variables): after warmup, draw in rounds of ``_BLOCK`` per chain until every parameter has
-    bulk and tail ESS >= ``target_ess`` and R-hat <= :data:`R_HAT_MAX` (:func:`enough_draws`),
-    ``draws`` per chain at most; None or 0 draws ``draws``."""
+    variables): after warmup, draw ``_BLOCK`` per chain, then rounds sized by the ESS still
+    missing (:func:`next_round`) until every parameter has bulk and tail ESS >= ``target_ess``
+    and R-hat <= :data:`R_HAT_MAX` (:func:`enough_draws`), ``draws`` per chain at most; None
+    or 0 draws ``draws``."""
 
     chains: int = 4
     warmup: int = 1000
@@ -254,26 +275,29 @@ class _Loop:
         sites, extra = jax.tree.map(lambda a: a[:, self.warmup :], out)
         return sites, self._fields(extra), ends, marked
 
-    def run_until(self, keys, params, model_args, max_draws: int, progress: bool, enough):
-        """Warmup, then rounds of ``_BLOCK`` draws for every chain until ``enough(sites)`` (the
-        draws so far, each (chain, draw, ...)) or ``max_draws``: sites and fields as :meth:`run`,
-        and every chain's last state."""
+    def run_until(self, keys, params, model_args, max_draws: int, progress: bool, shortfall):
+        """Warmup, then rounds of draws for every chain until ``shortfall(sites)`` (the draws
+        so far, each (chain, draw, ...); :func:`ess_shortfall`) is 0 or ``max_draws`` are drawn:
+        ``_BLOCK`` first, then :func:`next_round`. Sites and fields as :meth:`run`, and every
+        chain's last state."""
         states, batch = self._start(keys, params, model_args)
         chains = len(keys)
         bar = progress_bar(self.warmup * chains, progress, "NUTS warmup")
         states = [self._run_chain(s, model_args, self.warmup, bar, (), None, batch)[0] for s in states]
         bar.close()
         bar = progress_bar(max_draws * chains, progress, "NUTS draws (until the target ESS)")
-        pieces, done = [], 0
+        pieces, done, n = [], 0, _BLOCK
         while done < max_draws:
-            n = min(_BLOCK, max_draws - done)
+            n = min(n, max_draws - done)
             runs = [self._run_chain(s, model_args, n, bar, (), None, batch) for s in states]
             states = [r[0] for r in runs]
             pieces.append(runs[0][1] if batch > 1 else jax.tree.map(lambda *a: np.stack(a), *[r[1] for r in runs]))
             done += n
             sites, extra = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *pieces)
-            if enough(sites):
+            short = shortfall(sites)
+            if short == 0.0:
                 break
+            n = next_round(done, short)
         bar.close()
         ends = [_chain(states[0], c) for c in range(chains)] if batch > 1 else states
         return sites, self._fields(extra), ends
@@ -348,11 +372,11 @@ def run_nuts(model, model_args=(), config: NutsConfig = NutsConfig()) -> NutsOut
     args = (center, chol, *model_args)
     if config.target_ess:
 
-        def enough(draws):
+        def shortfall(draws):
             sites = sampler.whiten.sites(center + jnp.asarray(draws[WHITENED_SITE]) @ chol.T)
-            return enough_draws({k: v for k, v in sites.items() if np.ndim(v) == 2}, config.target_ess)
+            return ess_shortfall({k: v for k, v in sites.items() if np.ndim(v) == 2}, config.target_ess)
 
-        draws, extra, ends = sampler.loop.run_until(keys, params, args, config.draws, config.progress, enough)
+        draws, extra, ends = sampler.loop.run_until(keys, params, args, config.draws, config.progress, shortfall)
     else:
         draws, extra, ends, _ = sampler.loop.run(keys, params, args, config.draws, config.progress)
     sites = sampler.whiten.sites(center + jnp.asarray(draws.pop(WHITENED_SITE)) @ chol.T)

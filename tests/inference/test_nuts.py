@@ -57,11 +57,21 @@ def test_target_ess_draws_rounds_until_every_parameter_reaches_it(catalogs):
     )
     draws = {name: out.samples[name] for name in HYPER_NAMES}
     n = draws["alpha1"].shape[1]
-    assert n % nuts._BLOCK == 0 and n < config.draws  # stopped at the end of a round, before the maximum
+    assert nuts._BLOCK <= n < config.draws  # a first round, then stopped before the maximum
     assert out.stats["diverging"].shape == (2, n)
     assert nuts.enough_draws(draws, config.target_ess)
-    if n > nuts._BLOCK:  # the round before was not enough
-        assert not nuts.enough_draws({k: v[:, : n - nuts._BLOCK] for k, v in draws.items()}, config.target_ess)
+    if n > nuts._BLOCK:  # the first round was not enough, and the next was sized by the shortfall
+        first = {k: v[:, : nuts._BLOCK] for k, v in draws.items()}
+        short = nuts.ess_shortfall(first, config.target_ess)
+        assert short >= 1.0
+        assert n - nuts._BLOCK >= nuts.next_round(nuts._BLOCK, short)
+
+
+def test_each_round_is_sized_by_the_ess_still_missing():
+    # ESS grows with the draws: 100 draws at 0.8 of the target ask for 100 * 1.25 * 1.1 - 100.
+    assert nuts.next_round(100, 1.25) == 38
+    assert nuts.next_round(100, 1.01) == nuts.MIN_ROUND  # R-hat alone, or nearly there
+    assert nuts.next_round(100, 5.0) == nuts._BLOCK  # far off: one block at most
 
 
 def test_the_stopping_rule_asks_for_ess_and_r_hat():
@@ -69,7 +79,9 @@ def test_the_stopping_rule_asks_for_ess_and_r_hat():
     iid = {"a": rng.standard_normal((4, 400)), "b": rng.standard_normal((4, 400))}
     # ArviZ gives these 1,456-1,652 bulk and tail ESS and R-hat 0.999-1.003.
     assert nuts.enough_draws(iid, 1200) and not nuts.enough_draws(iid, 2400)
+    assert nuts.ess_shortfall(iid, 1200) == 0.0 and 1.4 < nuts.ess_shortfall(iid, 2400) < 1.7
     # One chain shifted by 0.5 sd: ESS still >= 161 but R-hat 1.028.
     stuck = {**iid, "b": iid["b"] + np.array([0.0, 0.0, 0.0, 0.5])[:, None]}
     assert not nuts.enough_draws(stuck, 100)
+    assert nuts.ess_shortfall(stuck, 100) == 1.0  # the ESS is there: R-hat alone fails
     assert nuts.enough_draws({k: v[3:] for k, v in stuck.items()}, 100)  # one chain: no R-hat
