@@ -348,6 +348,7 @@ def _cmd_fit(args) -> int:
         flux_limit=args.flux_limit,
         selection=args.selection,
         survey=_survey(args),
+        shard_halos=args.shard_halos,
         **_fit_kwargs(args),
     )
     print(f"selection: {run.attrs['selection_source']}")
@@ -791,6 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LO,HI",
         help="the survey's redshift window (extended likelihood; default 0 to the mass prior's last table)",
     )
+    fit_p.add_argument(
+        "--shard-halos",
+        action="store_true",
+        help="split the halos across every JAX device (collapsed model, nuts or svi): each device sums its own "
+        "halos' terms. With jax.distributed, across hosts (see the README)",
+    )
     _add_fit_arguments(fit_p)
     add_prior_arguments(fit_p)
     fit_p.set_defaults(func=_cmd_fit)
@@ -867,7 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sbc.add_argument("--model", choices=tuple(MODELS), default="collapsed")
     sbc.add_argument("--method", choices=tuple(ENGINES), default="nuts")
-    sbc.add_argument("--warmup", type=NONNEGATIVE, default=300)
+    sbc.add_argument(
+        "--warmup", type=NONNEGATIVE, default=None, help="per fit (default 100 for the collapsed model, 300 otherwise)"
+    )
     sbc.add_argument("--draws", type=COUNT, default=400)
     sbc.add_argument("--thin", type=COUNT, default=4, help="rank each truth among every THIN-th draw (default 4)")
     sbc.add_argument("--seed", type=SEED, default=0)

