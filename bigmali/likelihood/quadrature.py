@@ -125,14 +125,24 @@ class QuadratureConfig(NamedTuple):
 
     Attributes:
         linear: mix two tables per halo (the prior's ``z_interp="linear"``).
+        halo_float32: the per-halo interpolation in float32 (for accelerators, whose float64
+            is slow): each halo's value is its stencil's base node in float64 plus the
+            interpolation's correction, computed in float32 from differences to that node
+            (the fixed-sigma path: the monomial coefficients beyond the constant one). The
+            positions, the hyperparameters and every sum stay float64. See
+            :mod:`bigmali.precision` for the measured error.
     """
 
     linear: bool = False
+    halo_float32: bool = False
 
     @classmethod
     def for_prior(cls, prior: MassPrior) -> QuadratureConfig:
-        """The settings a prior asks for (``linear`` in its ``z_interp="linear"`` mode)."""
-        return cls(linear=prior.z_interp == "linear")
+        """The settings a prior asks for (``linear`` in its ``z_interp="linear"`` mode), in the
+        process's precision mode (:data:`bigmali.precision.HALO_FLOAT32`)."""
+        from bigmali.precision import HALO_FLOAT32
+
+        return cls(linear=prior.z_interp == "linear", halo_float32=HALO_FLOAT32)
 
 
 class TableGrid(NamedTuple):
@@ -423,10 +433,11 @@ def _interpolant(log_g) -> _Interpolant:
     return _Interpolant((windows @ _MONOMIAL).reshape(-1, _ORDER), edges, n_int)
 
 
-def _log_g(data: CollapsedData, table: _Interpolant, w, rho, rows, hold_below: bool = False):
+def _log_g(data: CollapsedData, table: _Interpolant, w, rho, rows, hold_below: bool = False, f32: bool = False):
     """ln g_rows(rho): Lagrange interpolation on the rho grid; beyond it, the edge continued
     as a Gaussian tail of width w (the first _MAX_BEYOND such halos). ``hold_below``: below
-    the grid hold the edge value instead (the detection probability, 1 there)."""
+    the grid hold the edge value instead (the detection probability, 1 there). ``f32``: the
+    polynomial beyond its constant term in float32 (``QuadratureConfig.halo_float32``)."""
     v = (rho - data.rho0) / data.rho_step + _STENCIL[0]
     i = jnp.clip(jnp.floor(v), 0, table.n_int - 1).astype(jnp.int32)
     t = v - i
@@ -434,9 +445,13 @@ def _log_g(data: CollapsedData, table: _Interpolant, w, rho, rows, hold_below: b
     # Horner at t clamped into the interval: beyond the grid's ends this holds the edge
     # value, which the continuation below replaces.
     tc = jnp.clip(t, 0.0, 1.0)
+    constant = c[:, 0]
+    if f32:
+        c, tc = c.astype(jnp.float32), tc.astype(jnp.float32)
     values = c[:, -1]
-    for p in range(_ORDER - 2, -1, -1):
+    for p in range(_ORDER - 2, 0, -1):
         values = values * tc + c[:, p]
+    values = (values * tc).astype(jnp.float64) + constant
     beyond = (t < 0.0) | (t > 1.0)
 
     def tails(t_k, rows_k):
@@ -475,24 +490,30 @@ def _blocks(log_g, rows, j, i):
     return jax.vmap(lambda b, jj, ii: jax.lax.dynamic_slice(log_g, (b, jj, ii), size)[0])(rows, j, i)
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _stencil(hold_below, log_g, rows, j, i, rho_step, t, s, w):
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _stencil(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w):
     """ln g at (t, s) within each halo's 4 x 6 block, continued beyond the rho grid's ends as
     a Gaussian tail of width w (see :func:`_log_g_per_halo`)."""
-    return _stencil_with_partials(hold_below, log_g, rows, j, i, rho_step, t, s, w)[0]
+    return _stencil_with_partials(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w)[0]
 
 
-def _stencil_with_partials(hold_below, log_g, rows, j, i, rho_step, t, s, w):
+def _stencil_with_partials(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w):
     """The value and its partial derivatives in t, s and w, from one read of each block.
 
     With V(t, s) the Lagrange interpolant, tc = clip(t, 0, 1) and d = (t - tc) rho_step:
     f = V(tc, s) + V_t(tc, s) d / rho_step - d^2 / (2 w^2), with d = 0 below the grid if
-    ``hold_below``.
+    ``hold_below``. ``f32``: V is the block's base node (float64) plus the interpolant of the
+    block's differences to it, in float32 (the basis sums to 1, its derivatives to 0).
     """
     block = _blocks(log_g, rows, j, i)
     tc = jnp.clip(t, 0.0, 1.0)
-    wr, dwr = _basis(tc, _MONOMIAL), _basis(tc, _MONOMIAL, derivative=True)
-    ww, dww = _basis(s, _W_MONOMIAL), _basis(s, _W_MONOMIAL, derivative=True)
+    base = block[:, -_W_STENCIL[0], -_STENCIL[0]]  # the node at (j + 1, i + 2): the stencil's origin
+    tb, sb = tc, s
+    if f32:
+        block = (block - base[:, None, None]).astype(jnp.float32)
+        tb, sb = tc.astype(jnp.float32), s.astype(jnp.float32)
+    wr, dwr = _basis(tb, _MONOMIAL), _basis(tb, _MONOMIAL, derivative=True)
+    ww, dww = _basis(sb, _W_MONOMIAL), _basis(sb, _W_MONOMIAL, derivative=True)
     n_w = len(_W_STENCIL)
     row = [sum(ww[a] * block[:, a, b] for a in range(n_w)) for b in range(_ORDER)]
     d_row = [sum(dww[a] * block[:, a, b] for a in range(n_w)) for b in range(_ORDER)]
@@ -500,6 +521,9 @@ def _stencil_with_partials(hold_below, log_g, rows, j, i, rho_step, t, s, w):
     v_t = sum(dwr[b] * row[b] for b in range(_ORDER))
     v_s = sum(wr[b] * d_row[b] for b in range(_ORDER))
     v_ts = sum(dwr[b] * d_row[b] for b in range(_ORDER))
+    if f32:
+        v, v_t, v_s, v_ts = (x.astype(jnp.float64) for x in (v, v_t, v_s, v_ts))
+        v = v + base
     beyond = (t < 0.0) | (t > 1.0)
     d = (t - tc) * rho_step
     if hold_below:
@@ -516,14 +540,14 @@ def _stencil_with_partials(hold_below, log_g, rows, j, i, rho_step, t, s, w):
 
 
 @_stencil.defjvp
-def _stencil_jvp(hold_below, primals, tangents):
+def _stencil_jvp(hold_below, f32, primals, tangents):
     # The table, the indices and the step are constants of the data: only (t, s, w) move.
-    value, f_t, f_s, f_w = _stencil_with_partials(hold_below, *primals)
+    value, f_t, f_s, f_w = _stencil_with_partials(hold_below, f32, *primals)
     dt, ds, dw = tangents[-3:]
     return value, f_t * dt + f_s * ds + f_w * dw
 
 
-def _log_g_per_halo(data: CollapsedData, log_g, rho, ln_w, w, rows, hold_below: bool = False):
+def _log_g_per_halo(data: CollapsedData, log_g, rho, ln_w, w, rows, hold_below: bool = False, f32: bool = False):
     """ln g_rows(rho_k, w_k) with each halo's own w: a 4 x 6 Lagrange stencil in (ln w, rho)
     on the refined table ``log_g``; beyond the rho grid, the edge continued as a Gaussian tail of width
     w_k (held below it if ``hold_below``). Also whether each ln w_k lies within the levels. The table is a constant: the
@@ -536,7 +560,7 @@ def _log_g_per_halo(data: CollapsedData, log_g, rho, ln_w, w, rows, hold_below: 
     inside = (level >= 0) & (level <= n_levels - 1)
     u = level + _W_STENCIL[0]
     j = jnp.clip(jnp.floor(u), 0, n_levels - len(_W_STENCIL)).astype(jnp.int32)
-    return _stencil(hold_below, log_g, rows, j, i, data.rho_step, v - i, u - j, w), inside
+    return _stencil(hold_below, f32, log_g, rows, j, i, data.rho_step, v - i, u - j, w), inside
 
 
 def _mix(lower, upper, mix):
@@ -555,18 +579,20 @@ def _read(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_g, y,
         w = relation.sigma_total(hyper.S, data.obs_err) / a2
         ln_w = jnp.log(w)
         rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
-        value, inside = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_lo, hold_below)
+        f32 = config.halo_float32
+        value, inside = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_lo, hold_below, f32)
         if config.linear:
-            upper, _ = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_hi, hold_below)
+            upper, _ = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_hi, hold_below, f32)
             value = _mix(value, upper, data.w_hi)
         return value, inside
     w = relation.sigma_total(hyper.S) / a2  # one w: the table's plane at it, then 1-D per halo
     plane, inside = _at_w(log_g, data, jnp.log(w))
     table = _interpolant(plane)
     rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
-    value = _log_g(data, table, w, rho, data.row_lo, hold_below)
+    f32 = config.halo_float32
+    value = _log_g(data, table, w, rho, data.row_lo, hold_below, f32)
     if config.linear:
-        value = _mix(value, _log_g(data, table, w, rho, data.row_hi, hold_below), data.w_hi)
+        value = _mix(value, _log_g(data, table, w, rho, data.row_hi, hold_below, f32), data.w_hi)
     return value, inside
 
 
