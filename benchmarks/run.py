@@ -4,8 +4,8 @@ to finish; and SBC's time per dataset.
 
 Usage: python benchmarks/run.py [--quick] [--json FILE] [--only SECTION ...]
 
-Sections (``--only``): ``loglik`` (likelihood against N, peak memory), ``sharded``, ``fit``
-and ``sbc``; all by default. Each figure is measured in a fresh process (so that peak memory
+Sections (``--only``): ``loglik`` (likelihood against N, peak memory), ``sharded``, ``is``
+(the 2017 importance-sampling likelihood), ``fit`` and ``sbc``; all by default. Each figure is measured in a fresh process (so that peak memory
 is the figure's own). The likelihood's times are medians over repeats of one
 value-and-gradient of the total collapsed log-likelihood at the hyperseed, after
 compilation. The fit's are wall-clock times of the ``bigmali`` commands a user types, from
@@ -22,6 +22,11 @@ JSON keys (``--json FILE``):
   value-and-gradient (``bigmali.likelihood.sharding``) on that many forced host devices
   (``XLA_FLAGS=--xla_force_host_platform_device_count``) at 10^6 halos (10^5 with
   ``--quick``), each against one device; ``sharded_seconds`` holds the times themselves.
+
+* ``is_seconds``: one evaluation of the 2017 importance-sampling log-likelihood
+  (:func:`bigmali.likelihood.catalog_is.is_log_likelihood`, 100 samples per halo, clipped as
+  in 2017) of a 115,919-halo mock (10^4 with ``--quick``), median; ``is_weights_per_second``:
+  halos x samples / that time.
 
 * ``fit_halos``: the mock the fit figures use (``bigmali simulate --n-halos N --seed 0``;
   115,919 halos, the 2017 catalog's size, or 10^4 with ``--quick``).
@@ -63,7 +68,8 @@ from pathlib import Path
 SIZES = [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
 QUICK_SIZES = [1_000, 10_000, 100_000]
 DEVICES = [1, 2, 4]
-SECTIONS = ["loglik", "sharded", "fit", "sbc"]
+SECTIONS = ["loglik", "sharded", "is", "fit", "sbc"]
+IS_SAMPLES = 100
 FIT_HALOS, QUICK_FIT_HALOS = 115_919, 10_000
 FIT_REPEATS, QUICK_FIT_REPEATS = 3, 1
 SBC_DATASETS, QUICK_SBC_DATASETS, SBC_HALOS = 10, 3, 10_000
@@ -75,6 +81,8 @@ def _worker(kind: str, n: int) -> dict:
     (``sbc``) run SBC over n datasets of ``SBC_HALOS`` halos."""
     if kind == "sbc":
         return _sbc_worker(n)
+    if kind == "is":
+        return _is_worker(n)
     import jax
 
     import bigmali
@@ -109,6 +117,25 @@ def _measure(kind: str, n: int, devices: int = 1) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{kind} at {n} halos on {devices} device(s) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _is_worker(n: int) -> dict:
+    """One evaluation of the catalog IS log-likelihood of an n-halo mock, median over repeats."""
+    import jax
+
+    import bigmali
+    from bigmali.likelihood.catalog_is import is_log_likelihood
+    from bigmali.likelihood.single_halo import halo_data
+    from bigmali.relation import HYPERSEED
+
+    prior = bigmali.load_mass_prior()
+    mock = bigmali.simulate(prior, n_halos=n, seed=0)
+    data = halo_data(mock.z, mock.lum_obs, prior)
+    f = jax.jit(lambda key, hyper, data: is_log_likelihood(key, hyper, data, prior, IS_SAMPLES))
+    from collapsed import median_ms  # benchmarks/collapsed.py, beside this script
+
+    seconds = median_ms(f, jax.random.PRNGKey(0), HYPERSEED, data, repeats=5) / 1e3
+    return {"seconds": seconds, "weights_per_second": n * IS_SAMPLES / seconds}
 
 
 def _sbc_worker(n_datasets: int) -> dict:
@@ -224,6 +251,14 @@ def main() -> None:
         print(f"sharded value+grad at {n_sharded} halos (forced host devices):")
         for d, t in times.items():
             print(f"  {d} device(s): {t * 1e3:.1f} ms, ratio {out['sharded_time_ratio'][d]:.2f}")
+    if "is" in args.only:
+        n_is = QUICK_FIT_HALOS if args.quick else FIT_HALOS
+        r = _measure("is", n_is)
+        out["is_seconds"], out["is_weights_per_second"] = r["seconds"], r["weights_per_second"]
+        print(
+            f"2017 IS likelihood, {n_is} halos x {IS_SAMPLES} samples: {r['seconds'] * 1e3:.0f} ms "
+            f"({r['weights_per_second'] / 1e6:.1f} million weights per second)"
+        )
     if "fit" in args.only:
         out.update(_fit_figures(args.quick))
         print(f"bigmali fit on a {out['fit_halos']}-halo mock (wall, start to finish):")

@@ -67,7 +67,9 @@ TARGET_ESS_WARMUP = 100
 draws of the Laplace fit with its covariance as the mass matrix, so the warmup only tunes the
 step size and refines that matrix: at 115,919 halos, warmups of 60, 100 and 200 all passed
 every convergence check with ESS >= 400 (R-hat at most 1.006, 1.010, 1.003; ``bigmali fit
---target-ess 400`` 28.7, 34.6 and 38.6 s wall, each drawing 200 per chain)."""
+--target-ess 400`` 28.7, 34.6 and 38.6 s wall with fixed rounds of 100 draws, which drew 200
+per chain; with rounds sized by the shortfall, :func:`next_round`, warmup 100 took 24.6 s
+and drew 142 per chain)."""
 
 MIN_ROUND = 25
 """The fewest draws per chain a round of a fit to a target ESS adds (:func:`next_round`)."""
