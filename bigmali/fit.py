@@ -27,7 +27,7 @@ __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
 
 METHODS = tuple(ENGINES)
 LOG_LIK_MAX_VALUES = 25_000_000  # 200 MB of float64 in the log_likelihood group
-LOG_LIK_BLOCK = 4_000_000  # halo-draw terms evaluated per compiled call (bounded memory)
+LOG_LIK_BLOCK = 4_000_000  # halo-draw terms returned per compiled call (bounded memory)
 SHARDED_METHODS = ("nuts", "svi")
 """The methods that fit the collapsed model's own density, and so can split its halos."""
 DEFAULT_PRIOR_OPTIONS = {
@@ -67,14 +67,11 @@ def pointwise_log_likelihood(
         data = fit_data(catalog, prior, "collapsed", flux_limit=flux_limit)
     tables, config = data.collapsed, data.quadrature
 
-    # Each draw costs its halos' terms and the table interpolated to its w (tables x rho grid
-    # x 7 numbers, 200,000 at the defaults): a block sized by the halos alone would hold
-    # thousands of those at small N.
-    block = max(1, LOG_LIK_BLOCK // (n + 7 * tables.log_g.shape[0] * tables.log_g.shape[2]))
+    block = max(1, LOG_LIK_BLOCK // n)  # draws per compiled call (they run one after the other)
     out = np.empty((chains, picks.size, n))
     for c in range(chains):
         hyper = Hyper(*(jnp.asarray(np.asarray(samples[name])[c, picks], dtype=jnp.float64) for name in HYPER_NAMES))
-        out[c] = map_blocks(lambda h: log_likelihood_halos_batch(h, tables, config), hyper, block)
+        map_blocks(lambda h: log_likelihood_halos_batch(h, tables, config), hyper, block, out=out[c])
     return out, picks
 
 

@@ -45,6 +45,8 @@ __all__ = [
 
 N_CENTRES = 384
 N_LEVELS = 257
+MASS_BLOCK = 4_000_000
+"""Halo masses drawn per compiled call of :func:`draw_halo_masses` (16 MB of float32)."""
 T_MAX = 12.0
 
 
@@ -110,17 +112,12 @@ class ConditionalMassSampler:
         self.ln1pz = jnp.log1p(self.z)
         self.rows = table_rows(prior, self.z)[0]
         self.err = None if lum_obs_err is None else relation.sigma_obs_of(lum_obs_err)
-        # Grid ranges over every draw: the centres' extremes are linear in the halos' values.
-        lo, hi, w_lo, w_hi = [], [], [], []
-        for h in hypers:
-            c, w = _centre_and_width(Hyper(*(jnp.float64(v) for v in h)), self.ln_lobs, self.ln1pz, self.err)
-            lo.append(float(jnp.min(c)))
-            hi.append(float(jnp.max(c)))
-            w_lo.append(float(jnp.min(w)))
-            w_hi.append(float(jnp.max(w)))
-        c0, c1 = min(lo), max(hi)
+        # Grid ranges over every draw (one compiled pass over the draws, one transfer).
+        stacked = Hyper(*(jnp.asarray([float(v) for v in values], dtype=jnp.float64) for values in zip(*hypers)))
+        ranges = np.asarray(_grid_ranges(stacked, self.ln_lobs, self.ln1pz, self.err))
+        c0, c1 = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+        w0, w1 = float(ranges[:, 2].min()), float(ranges[:, 3].max())
         self.c0, self.dc = c0, max(c1 - c0, 1e-6) / (n_centres - 1)
-        w0, w1 = min(w_lo), max(w_hi)
         if n_widths is None:  # 4 for one catalog-wide noise; per-halo errors: 0.05 w0 apart, at most 24
             n_widths = min(24, max(4, int(np.ceil((w1 - w0) / (0.05 * w0))) + 1))
         w1 = max(w1, w0 * (1 + 1e-9))
@@ -128,24 +125,48 @@ class ConditionalMassSampler:
         self.n_centres, self.n_widths, self.n_levels = n_centres, n_widths, n_levels
         centres = c0 + self.dc * jnp.arange(n_centres, dtype=jnp.float64)
         t_levels = jnp.linspace(-T_MAX, T_MAX, n_levels)
+        widths = w0 + self.dw * jnp.arange(n_widths, dtype=jnp.float64)
         # Compiled once per catalog and prior shape (the data are arguments, not constants).
-        self.table = jnp.stack(
-            [_inverse_cdf_table_jit(w0 + self.dw * k, prior, centres, t_levels) for k in range(n_widths)], axis=2
-        )  # (nz, n_c, n_w, L)
+        self.table = _inverse_cdf_tables(widths, prior, centres, t_levels)  # (nz, n_c, n_w, L)
+
+    def _args(self):
+        grid = tuple(jnp.float64(v) for v in (self.c0, self.dc, self.w0, self.dw))
+        return self.table, self.ln_lobs, self.ln1pz, self.err, self.rows, grid
 
     def __call__(self, key, hyper: Hyper):
         """One draw of every halo's ln M given ``hyper`` (one of the draws given at construction)."""
-        grid = tuple(jnp.float64(v) for v in (self.c0, self.dc, self.w0, self.dw))
         sizes = (self.n_centres, self.n_widths, self.n_levels)
         hyper = Hyper(*(jnp.float64(v) for v in hyper))
-        return _draw_from_table(key, hyper, self.table, self.ln_lobs, self.ln1pz, self.err, self.rows, grid, sizes)
+        return _draw_from_table(key, hyper, *self._args(), sizes)
+
+    def draws(self, keys, hypers: Hyper):
+        """Every halo's ln M for a batch of draws (``keys`` and ``hypers`` with a leading axis),
+        in one compiled call: float32, (batch, halo)."""
+        sizes = (self.n_centres, self.n_widths, self.n_levels)
+        hypers = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hypers))
+        return _draws_from_table(keys, hypers, *self._args(), sizes)
 
 
-_inverse_cdf_table_jit = jax.jit(_inverse_cdf_table)
+@jax.jit
+def _grid_ranges(hypers: Hyper, ln_lobs, ln1pz, err):
+    """Each draw's smallest and largest centre and width over the halos: (draws, 4)."""
+
+    def one(hyper):
+        c, w = _centre_and_width(hyper, ln_lobs, ln1pz, err)
+        return jnp.stack([jnp.min(c), jnp.max(c), jnp.min(w), jnp.max(w)])
+
+    return jax.lax.map(one, hypers)
 
 
-@partial(jax.jit, static_argnames="sizes")
-def _draw_from_table(key, hyper: Hyper, table, ln_lobs, ln1pz, err, rows, grid, sizes):
+@jax.jit
+def _inverse_cdf_tables(widths, prior: MassPrior, centres, t_levels):
+    """:func:`_inverse_cdf_table` at each of ``widths`` (one after the other, so the memory is
+    one width's): shape (nz, n_c, n_w, L)."""
+    tables = jax.lax.map(lambda w: _inverse_cdf_table(w, prior, centres, t_levels), widths)
+    return jnp.moveaxis(tables, 0, 2)
+
+
+def _draw_one(key, hyper: Hyper, table, ln_lobs, ln1pz, err, rows, grid, sizes):
     """Every halo's ln M by trilinear interpolation of ``table`` in (centre, width, level)."""
     (c0, dc, w0, dw), (n_centres, n_widths, n_levels) = grid, sizes
     c, w = _centre_and_width(hyper, ln_lobs, ln1pz, err)
@@ -166,6 +187,18 @@ def _draw_from_table(key, hyper: Hyper, table, ln_lobs, ln1pz, err, rows, grid, 
             for dm, wm in ((0, 1 - ft), (1, ft)):
                 out = out + wi * wk * wm * table[rows, i + di, k + dk, m + dm]
     return out
+
+
+_draw_from_table = jax.jit(_draw_one, static_argnames="sizes")
+
+
+@partial(jax.jit, static_argnames="sizes")
+def _draws_from_table(keys, hypers: Hyper, table, ln_lobs, ln1pz, err, rows, grid, sizes):
+    """:func:`_draw_one` for each of a batch of keys and hyperparameters, as float32."""
+    return jax.lax.map(
+        lambda kh: _draw_one(kh[0], kh[1], table, ln_lobs, ln1pz, err, rows, grid, sizes).astype(jnp.float32),
+        (keys, hypers),
+    )
 
 
 @jax.jit
@@ -246,8 +279,16 @@ def draw_halo_masses(samples: dict, catalog, prior: MassPrior, mass_draws: int, 
     hypers = [Hyper(*(float(samples[name][c, d]) for name in HYPER_NAMES)) for c in range(chains) for d in picks]
     draw = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err)
     key = jax.random.PRNGKey(seed + 104729)
-    out = np.empty((chains, picks.size, len(catalog)), dtype=np.float32)
+    n = len(catalog)
+    ids = np.array([(c * draws + d) * mass_draws + j for c in range(chains) for j, d in enumerate(picks)])
+    if isinstance(draw, ConditionalMassSampler):  # every draw in a few compiled calls
+        from bigmali.utils import map_blocks
+
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(ids, dtype=jnp.uint32))
+        stacked = Hyper(*(np.array([h[k] for h in hypers]) for k in range(len(HYPER_NAMES))))
+        flat = map_blocks(lambda batch: draw.draws(*batch), (keys, stacked), max(1, MASS_BLOCK // n))
+        return flat.reshape(chains, picks.size, n), picks
+    out = np.empty((chains, picks.size, n), dtype=np.float32)
     for i, hyper in enumerate(hypers):
-        c, j = divmod(i, picks.size)
-        out[c, j] = np.asarray(draw(jax.random.fold_in(key, (c * draws + picks[j]) * mass_draws + j), hyper))
+        out[divmod(i, picks.size)] = np.asarray(draw(jax.random.fold_in(key, int(ids[i])), hyper))
     return out, picks

@@ -84,12 +84,14 @@ def progress_bar(total: int, enabled: bool, desc: str):
     return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
 
 
-def map_blocks(f, batch, block: int, bar=None):
+def map_blocks(f, batch, block: int, bar=None, out=None):
     """``f`` applied to ``batch`` (a pytree whose leaves share a leading axis of size n) in
     blocks of ``block`` inputs; returns ``f``'s outputs for all n inputs as NumPy arrays.
 
     ``f`` takes and returns pytrees with that leading axis (``jax.jit(jax.vmap(g))``, say).
-    ``bar`` (optional) is advanced by the number of real inputs in each block.
+    ``bar`` (optional) is advanced by the number of real inputs in each block. ``out``
+    (optional, for an ``f`` that returns one array): the array the outputs are written into
+    block by block, and returned, instead of joined at the end (no second copy).
     """
     n = int(np.shape(jax.tree.leaves(batch)[0])[0])
     block = max(1, min(block, n))
@@ -97,8 +99,11 @@ def map_blocks(f, batch, block: int, bar=None):
     for start in range(0, n, block):
         stop = min(n, start + block)
         idx = np.arange(start, start + block).clip(max=n - 1)
-        out = f(jax.tree.map(lambda leaf: leaf[idx], batch))
-        pieces.append(jax.tree.map(lambda leaf: np.asarray(leaf)[: stop - start], out))
+        result = f(jax.tree.map(lambda leaf: leaf[idx], batch))
+        if out is None:
+            pieces.append(jax.tree.map(lambda leaf: np.asarray(leaf)[: stop - start], result))
+        else:
+            out[start:stop] = np.asarray(result)[: stop - start]
         if bar is not None:
             bar.update(stop - start)
-    return jax.tree.map(lambda *leaves: np.concatenate(leaves), *pieces)
+    return out if out is not None else jax.tree.map(lambda *leaves: np.concatenate(leaves), *pieces)

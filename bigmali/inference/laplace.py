@@ -89,10 +89,11 @@ collapsed model's value, gradient and Hessian) and ran about as fast (34 ms agai
 
 def value_grad_hessian(f, x):
     """``f(x)``, its exact gradient, and its symmetrised Hessian by central differences of
-    the gradient (``FD_STEP``): one vmapped value and gradient at ``2 d + 1`` points."""
+    the gradient (``FD_STEP``): the value and gradient at ``2 d + 1`` points, one after the
+    other (``lax.map``; on CPU about twice as fast as ``vmap`` for the collapsed likelihood)."""
     d = x.shape[0]
     shift = FD_STEP * jnp.eye(d, dtype=x.dtype)
-    values, grads = jax.vmap(jax.value_and_grad(f))(jnp.concatenate([x[None], x + shift, x - shift]))
+    values, grads = jax.lax.map(jax.value_and_grad(f), jnp.concatenate([x[None], x + shift, x - shift]))
     hessian = (grads[1 : d + 1] - grads[d + 1 :]) / (2.0 * FD_STEP)
     return values[0], grads[0], 0.5 * (hessian + hessian.T)
 

@@ -658,14 +658,17 @@ def log_likelihood(hyper: Hyper, data: CollapsedData, config: QuadratureConfig =
 @partial(jax.jit, static_argnames="config")
 def log_likelihood_halos_batch(hypers: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
     """:func:`log_likelihood_halos` at a batch of hyperparameters (leading axis): (batch, halo).
-    Compiled once per batch size, catalog size and config; the catalog is an argument."""
-    return jax.vmap(lambda h: log_likelihood_halos(h, data, config))(hypers)
+    Compiled once per batch size, catalog size and config; the catalog is an argument. The
+    draws run one after the other (``lax.map``): on CPU 2-3x faster per draw than ``vmap``,
+    whose batched table reads XLA does not fuse as well, and with one draw's memory."""
+    return jax.lax.map(lambda h: log_likelihood_halos(h, data, config), hypers)
 
 
 @partial(jax.jit, static_argnames="config")
 def log_likelihood_batch(hypers: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):
-    """:func:`log_likelihood` at a batch of hyperparameters (leading axis)."""
-    return jax.vmap(lambda h: log_likelihood(h, data, config))(hypers)
+    """:func:`log_likelihood` at a batch of hyperparameters (leading axis), one after the
+    other as :func:`log_likelihood_halos_batch`."""
+    return jax.lax.map(lambda h: log_likelihood(h, data, config), hypers)
 
 
 def reference_log_likelihood_halos(

@@ -60,6 +60,12 @@ def test_target_ess_draws_rounds_until_every_parameter_reaches_it(catalogs):
     assert nuts._BLOCK <= n < config.draws  # a first round, then stopped before the maximum
     assert out.stats["diverging"].shape == (2, n)
     assert nuts.enough_draws(draws, config.target_ess)
+    # The first chain tuned the step size and mass matrix; the second took them (and burned in
+    # from its own start), so its draws are its own but its tuning is the first chain's.
+    state = out.last_state
+    assert state["step_size"][1] == state["step_size"][0]
+    np.testing.assert_array_equal(state["inverse_mass_matrix"][1], state["inverse_mass_matrix"][0])
+    assert not np.allclose(draws["alpha1"][1], draws["alpha1"][0])
     if n > nuts._BLOCK:  # the first round was not enough, and the next was sized by the shortfall
         first = {k: v[:, : nuts._BLOCK] for k, v in draws.items()}
         short = nuts.ess_shortfall(first, config.target_ess)
