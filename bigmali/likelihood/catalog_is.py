@@ -43,27 +43,19 @@ def _layout(n_halos: int, n: int, max_elements: int):
     return chunk, n_chunks, block, n_blocks
 
 
-@partial(jax.jit, static_argnames=("n", "clip", "max_elements"))
-def is_log_likelihood_halos(
-    key,
-    hyper: Hyper,
-    data: HaloData,
-    prior: MassPrior,
-    n: int = 100,
-    clip: bool = True,
-    max_elements: int = MAX_ELEMENTS,
-    proposal: Hyper | None = None,
-) -> HaloEstimate:
-    """Each halo's importance-sampling estimate ``ln (1/n) sum_i w_i`` and the ESS of its weights.
+def _in_blocks(data: HaloData, n_blocks: int, block: int) -> HaloData:
+    """The halos as (n_blocks, block) arrays; padding repeats the last halo (its results are
+    cut off or weighted 0 by the caller)."""
+    pad = n_blocks * block - data.ln_lobs.shape[0]
+    return HaloData(*(jnp.concatenate([v, jnp.repeat(v[-1:], pad)]).reshape(n_blocks, block) for v in data))
 
-    ``proposal``: build the 2017 proposal at these hyperparameters instead of at ``hyper``
-    (see :func:`~bigmali.likelihood.single_halo.is_log_weights`).
-    """
-    n_halos = data.ln_lobs.shape[0]
-    chunk, n_chunks, block, n_blocks = _layout(n_halos, n, max_elements)
-    pad = n_blocks * block - n_halos
-    # Padding repeats the last halo; its results are cut off below.
-    blocks = HaloData(*(jnp.concatenate([v, jnp.repeat(v[-1:], pad)]).reshape(n_blocks, block) for v in data))
+
+def _block_sums(key, hyper: Hyper, blocks: HaloData, block_ids, prior, n, clip, chunk, n_chunks, proposal):
+    """Per halo of each block, ``logsumexp`` of its ``n`` weights and of their squares:
+    (len(block_ids), block) each. Block ``b`` (its index in the whole catalog's layout) draws
+    its normals from ``fold_in(key, b)``, so a halo's estimate does not depend on which
+    device or process holds its block (:mod:`bigmali.likelihood.sharding`)."""
+    block = blocks.ln_lobs.shape[1]
 
     @jax.checkpoint
     def one_block(args):
@@ -88,7 +80,29 @@ def is_log_likelihood_halos(
         (lse, lse2), _ = jax.lax.scan(one_chunk, start, jnp.arange(n_chunks))
         return lse, lse2
 
-    lse, lse2 = jax.lax.map(one_block, (jnp.arange(n_blocks), blocks))
+    return jax.lax.map(one_block, (block_ids, blocks))
+
+
+@partial(jax.jit, static_argnames=("n", "clip", "max_elements"))
+def is_log_likelihood_halos(
+    key,
+    hyper: Hyper,
+    data: HaloData,
+    prior: MassPrior,
+    n: int = 100,
+    clip: bool = True,
+    max_elements: int = MAX_ELEMENTS,
+    proposal: Hyper | None = None,
+) -> HaloEstimate:
+    """Each halo's importance-sampling estimate ``ln (1/n) sum_i w_i`` and the ESS of its weights.
+
+    ``proposal``: build the 2017 proposal at these hyperparameters instead of at ``hyper``
+    (see :func:`~bigmali.likelihood.single_halo.is_log_weights`).
+    """
+    n_halos = data.ln_lobs.shape[0]
+    chunk, n_chunks, block, n_blocks = _layout(n_halos, n, max_elements)
+    blocks = _in_blocks(data, n_blocks, block)
+    lse, lse2 = _block_sums(key, hyper, blocks, jnp.arange(n_blocks), prior, n, clip, chunk, n_chunks, proposal)
     lse, lse2 = lse.reshape(-1)[:n_halos], lse2.reshape(-1)[:n_halos]
     n_eff = jnp.where(jnp.isfinite(lse), jnp.exp(2.0 * lse - lse2), 0.0)
     return HaloEstimate(lse - math.log(n), n_eff)

@@ -1,4 +1,5 @@
-"""The collapsed likelihood with the halo axis split across JAX devices and processes.
+"""The collapsed likelihood, and the 2017 importance-sampling one, with the halo axis split
+across JAX devices (and, for the collapsed one, processes).
 
 The per-halo arrays of :class:`~bigmali.likelihood.quadrature.CollapsedData` (``y``,
 ``ln1pz``, the table rows and weights) are placed on a one-axis :class:`jax.sharding.Mesh`
@@ -23,10 +24,15 @@ of the catalog::
     rows = process_rows(n_total)            # this process's contiguous block of halos
     data, weight = shard_halos(prepare(z[rows], lum_obs[rows], prior), n_total=n_total)
     log_likelihood(hyper, data, weight)     # the whole catalog's value, in every process
+
+The 2017 importance-sampling likelihood (:func:`is_log_likelihood`, one process) splits the
+catalog's blocks of halos across the devices; each block draws the normals it draws on one
+device, so only the order of the final sum differs.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import jax
@@ -35,10 +41,21 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bigmali.likelihood.catalog_is import MAX_ELEMENTS, _block_sums, _in_blocks, _layout
 from bigmali.likelihood.quadrature import CollapsedData, QuadratureConfig, log_likelihood_halos
+from bigmali.likelihood.single_halo import HaloData
+from bigmali.mass_prior import MassPrior
 from bigmali.relation import Hyper
 
-__all__ = ["HALO_AXIS", "HALO_FIELDS", "halo_mesh", "process_rows", "shard_halos", "log_likelihood"]
+__all__ = [
+    "HALO_AXIS",
+    "HALO_FIELDS",
+    "halo_mesh",
+    "process_rows",
+    "shard_halos",
+    "log_likelihood",
+    "is_log_likelihood",
+]
 
 HALO_AXIS = "halos"
 """The mesh axis the halos are split along."""
@@ -129,3 +146,47 @@ def _sharded_total(mesh: Mesh, config: QuadratureConfig):
         return jax.lax.psum(jnp.sum(weight * log_likelihood_halos(hyper, data, config)), HALO_AXIS)
 
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), specs, P(HALO_AXIS)), out_specs=P()))
+
+
+def is_log_likelihood(
+    key,
+    hyper: Hyper,
+    data: HaloData,
+    prior: MassPrior,
+    n: int = 100,
+    clip: bool = True,
+    max_elements: int = MAX_ELEMENTS,
+    proposal: Hyper | None = None,
+    mesh: Mesh | None = None,
+):
+    """:func:`bigmali.likelihood.catalog_is.is_log_likelihood` with the halos' blocks split
+    across ``mesh``'s devices (default :func:`halo_mesh`; one process, ``data`` holds every
+    halo). The blocks are the one-device layout's, padded with whole blocks to a multiple of
+    the device count; block ``b`` draws from ``fold_in(key, b)`` wherever it runs, so each
+    halo's estimate is the one-device estimate and only the sum's order differs.
+    Differentiable in ``hyper``."""
+    mesh = halo_mesh() if mesh is None else mesh
+    n_halos = int(data.ln_lobs.shape[0])
+    chunk, n_chunks, block, n_blocks = _layout(n_halos, n, max_elements)
+    per_device = -(-n_blocks // mesh.size)
+    blocks = _in_blocks(data, per_device * mesh.size, block)
+    real = (np.arange(per_device * mesh.size * block) < n_halos).reshape(-1, block)
+    total = _sharded_is_total(mesh, n, clip, chunk, n_chunks, per_device)
+    return total(key, hyper, blocks, jnp.asarray(real), prior, proposal)
+
+
+@lru_cache(maxsize=16)
+def _sharded_is_total(mesh: Mesh, n: int, clip: bool, chunk: int, n_chunks: int, per_device: int):
+    """Each device its ``per_device`` consecutive blocks (global indices from its position on
+    the mesh), the real halos' estimates summed; one all-reduce adds the sums."""
+
+    def local(key, hyper, blocks, real, prior, proposal):
+        ids = jax.lax.axis_index(HALO_AXIS) * per_device + jnp.arange(per_device)
+        lse, _ = _block_sums(key, hyper, blocks, ids, prior, n, clip, chunk, n_chunks, proposal)
+        return jax.lax.psum(jnp.sum(jnp.where(real, lse - math.log(n), 0.0)), HALO_AXIS)
+
+    split = P(HALO_AXIS)
+    return jax.jit(
+        # check_vma off: the per-block scans start from unvarying carries.
+        jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), split, split, P(), P()), out_specs=P(), check_vma=False)
+    )

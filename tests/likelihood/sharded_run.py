@@ -2,6 +2,7 @@
 of one mock, on one device, on every device of this process, or under jax.distributed.
 
     python sharded_run.py local                 # prints {"one": ..., "all": ..., "devices": n,
+                                                #         "is_one": ..., "is_all": ...,
                                                 #         "fit_one": draws, "fit_all": draws}
     python sharded_run.py process I N PORT      # process I of N; process 0 prints {"all": ...}
 """
@@ -57,7 +58,14 @@ def main(argv):
         sharded, weight = sharding.shard_halos(data, n_total=N_HALOS)
         result["all" + name] = values(sharding.log_likelihood, sharded, weight)
         result["shards"] = len(sharded.y.sharding.device_set)
-    if argv[0] == "local":  # a short NUTS fit, unsharded and with the halos on every device
+    if argv[0] == "local":  # the 2017 IS likelihood: blocks of 300 halos, 11 of them on 4 devices
+        from bigmali.likelihood import catalog_is, single_halo
+
+        halos, key = single_halo.halo_data(z, lum_obs, prior), jax.random.PRNGKey(2)
+        small = {"n": 100, "max_elements": 30_000}
+        result["is_one"] = values(lambda h, d: catalog_is.is_log_likelihood(key, h, d, prior, **small), halos)
+        result["is_all"] = values(lambda h, d: sharding.is_log_likelihood(key, h, d, prior, **small), halos)
+        # a short NUTS fit, unsharded and with the halos on every device
         result["fit_one"], result["fit_all"] = (fit_draws(prior, shard) for shard in (False, True))
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)
