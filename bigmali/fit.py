@@ -180,7 +180,8 @@ def _datatree(
     catalog, prior = data.catalog, data.prior
     halo_ln_mass, picks = post.extras.get("halo_ln_mass"), post.extras.get("halo_mass_draw")
     if mass_draws > 0 and halo_ln_mass is None:
-        halo_ln_mass, picks = draw_halo_masses(post.samples, catalog, prior, mass_draws, seed, post.log_weight)
+        split = attrs.get("halo_devices", 1) > 1  # a sharded fit draws its masses sharded too
+        halo_ln_mass, picks = draw_halo_masses(post.samples, catalog, prior, mass_draws, seed, post.log_weight, split)
     log_lik = None
     if log_likelihood and post.log_weight is None:  # LOO needs draws from the posterior, not weighted ones
         log_lik = pointwise_log_likelihood(post.samples, catalog, prior, log_likelihood, data)

@@ -91,6 +91,8 @@ class ConditionalMassSampler:
             the centre and width grids).
         lum_obs_err: each halo's measurement error, or None for ``sigma_obs``. With them the
             widths differ from halo to halo, and the width grid spans every halo's.
+        shard_halos: split the halos across every JAX device
+            (:func:`bigmali.likelihood.sharding.split_halo_arrays`): the same draws.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class ConditionalMassSampler:
         n_centres: int = N_CENTRES,
         n_widths: int | None = None,
         n_levels: int = N_LEVELS,
+        shard_halos: bool = False,
     ):
         if prior.z_interp != "bins":
             raise ValueError("the fast conditional sampler needs the prior's 'bins' redshift mode")
@@ -128,6 +131,13 @@ class ConditionalMassSampler:
         widths = w0 + self.dw * jnp.arange(n_widths, dtype=jnp.float64)
         # Compiled once per catalog and prior shape (the data are arguments, not constants).
         self.table = _inverse_cdf_tables(widths, prior, centres, t_levels)  # (nz, n_c, n_w, L)
+        self.n_halos = int(self.z.shape[0])
+        if shard_halos:
+            from bigmali.likelihood.sharding import split_halo_arrays
+
+            self.ln_lobs, self.ln1pz, self.err, self.rows = split_halo_arrays(
+                [self.ln_lobs, self.ln1pz, self.err, self.rows]
+            )
 
     def _args(self):
         grid = tuple(jnp.float64(v) for v in (self.c0, self.dc, self.w0, self.dw))
@@ -137,14 +147,14 @@ class ConditionalMassSampler:
         """One draw of every halo's ln M given ``hyper`` (one of the draws given at construction)."""
         sizes = (self.n_centres, self.n_widths, self.n_levels)
         hyper = Hyper(*(jnp.float64(v) for v in hyper))
-        return _draw_from_table(key, hyper, *self._args(), sizes)
+        return _draw_from_table(key, hyper, *self._args(), sizes)[: self.n_halos]
 
     def draws(self, keys, hypers: Hyper):
         """Every halo's ln M for a batch of draws (``keys`` and ``hypers`` with a leading axis),
         in one compiled call: float32, (batch, halo)."""
         sizes = (self.n_centres, self.n_widths, self.n_levels)
         hypers = Hyper(*(jnp.asarray(v, dtype=jnp.float64) for v in hypers))
-        return _draws_from_table(keys, hypers, *self._args(), sizes)
+        return _draws_from_table(keys, hypers, *self._args(), sizes)[:, : self.n_halos]
 
 
 @jax.jit
@@ -247,18 +257,23 @@ def sample_conditional_ln_mass(key, hyper: Hyper, z, lum_obs, prior: MassPrior, 
     return jnp.concatenate(out)
 
 
-def mass_sampler(prior: MassPrior, z, lum_obs, hypers, lum_obs_err=None):
+def mass_sampler(prior: MassPrior, z, lum_obs, hypers, lum_obs_err=None, shard_halos: bool = False):
     """``draw(key, hyper)``: every halo's ln M from its conditional given ``hyper``, one of
     ``hypers``. The tabulated :class:`ConditionalMassSampler` in the prior's ``"bins"`` mode
     (~10 ms a draw at 10^5 halos), the dense :func:`sample_conditional_ln_mass` otherwise.
-    ``lum_obs_err``: each halo's measurement error (None: ``sigma_obs`` for all)."""
+    ``lum_obs_err``: each halo's measurement error (None: ``sigma_obs`` for all).
+    ``shard_halos``: the tabulated sampler's halos split across every JAX device (the dense
+    sampler, for the ``"linear"`` mode, runs on one)."""
     if prior.z_interp == "bins":
-        return ConditionalMassSampler(prior, z, lum_obs, hypers, lum_obs_err)
+        return ConditionalMassSampler(prior, z, lum_obs, hypers, lum_obs_err, shard_halos=shard_halos)
     return lambda key, hyper: sample_conditional_ln_mass(key, hyper, z, lum_obs, prior, lum_obs_err=lum_obs_err)
 
 
-def draw_halo_masses(samples: dict, catalog, prior: MassPrior, mass_draws: int, seed: int, log_weight=None):
+def draw_halo_masses(
+    samples: dict, catalog, prior: MassPrior, mass_draws: int, seed: int, log_weight=None, shard_halos: bool = False
+):
     """Each halo's ln M for ``mass_draws`` posterior draws in all: ``(ln M (chain, kept, halo), kept draws)``.
+    ``shard_halos``: the halos split across every JAX device (see :func:`mass_sampler`).
 
     Unweighted runs use evenly spaced draws of every chain. Weighted runs (one chain of
     importance-weighted draws) resample draws in proportion to their weights, with
@@ -277,7 +292,7 @@ def draw_halo_masses(samples: dict, catalog, prior: MassPrior, mass_draws: int, 
         w = normalised_weights(np.ravel(log_weight))
         picks = np.sort(np.random.default_rng(seed + 104729).choice(draws, size=mass_draws, p=w / w.sum()))
     hypers = [Hyper(*(float(samples[name][c, d]) for name in HYPER_NAMES)) for c in range(chains) for d in picks]
-    draw = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err)
+    draw = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err, shard_halos)
     key = jax.random.PRNGKey(seed + 104729)
     n = len(catalog)
     ids = np.array([(c * draws + d) * mass_draws + j for c in range(chains) for j, d in enumerate(picks)])

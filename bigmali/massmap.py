@@ -220,8 +220,12 @@ def mass_posterior(
     seed: int = 0,
     progress: bool = True,
     force: bool = False,
+    shard_halos: bool | None = None,
 ):
     """Per-halo mass posteriors and mass maps from ``n_draws`` hyperposterior draws of ``run``.
+    ``shard_halos``: draw the masses with the halos split across every JAX device (None: as
+    the run was fitted, its ``halo_devices``; the same draws, see
+    :class:`~bigmali.halo_masses.ConditionalMassSampler`).
 
     Returns ``(HaloMassPosterior, MassMaps or None, kept ln M realisations (keep, n_halos))``;
     maps need the catalog's ``ra`` and ``dec``. The catalog and prior must be the run's own
@@ -259,7 +263,8 @@ def mass_posterior(
     kept = []
     key = jax.random.PRNGKey(seed + 2718281)
     rows = np.arange(n)
-    sampler = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err)
+    split = run.attrs.get("halo_devices", 1) > 1 if shard_halos is None else shard_halos
+    sampler = mass_sampler(prior, catalog.z, catalog.lum_obs, hypers, catalog.lum_obs_err, split)
 
     with progress_bar(n_draws, progress, "halo mass realisations") as bar:
         for d, hyper in enumerate(hypers):

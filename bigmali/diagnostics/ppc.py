@@ -93,13 +93,23 @@ def _replicate_block(keys, hyper: Hyper, z, sigma_obs, prior: MassPrior):
 
 
 def replicate_ln_lum_obs(
-    hypers: list[Hyper], z, prior: MassPrior, seed: int = 0, block: int = 8, lum_obs_err=None, ln_lim=None
+    hypers: list[Hyper],
+    z,
+    prior: MassPrior,
+    seed: int = 0,
+    block: int = 8,
+    lum_obs_err=None,
+    ln_lim=None,
+    shard_halos: bool = False,
 ) -> np.ndarray:
     """One replicated catalog's ln L_obs per hyperparameter draw: (len(hypers), len(z)), float32.
     Each replicated halo keeps the redshift and the measurement error (``lum_obs_err``, or
     ``sigma_obs`` for all) of the catalog's halo. With ``ln_lim`` (each halo's ln L_lim, a
     flux-limited catalog) each replicated halo is drawn from the truncated predictive at its
-    redshift: replicated, then cut, until it is detected (:func:`bigmali.lightcone.draw_detected`)."""
+    redshift: replicated, then cut, until it is detected (:func:`bigmali.lightcone.draw_detected`).
+    ``shard_halos``: the halos split across every JAX device
+    (:func:`bigmali.likelihood.sharding.split_halo_arrays`; the same replicates; not for a
+    flux-limited catalog, whose redraws run on one device)."""
     from bigmali.utils import map_blocks
 
     z = jnp.asarray(z, dtype=jnp.float64)
@@ -114,9 +124,16 @@ def replicate_ln_lum_obs(
                 for i, h in enumerate(hypers)
             ]
         )
+    n = z.shape[0]
+    if shard_halos:
+        from bigmali.likelihood.sharding import split_halo_arrays
+
+        z, sigma_obs = split_halo_arrays([z, sigma_obs])
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(len(hypers)))
     batch = (keys, Hyper(*(jnp.asarray([getattr(h, name) for h in hypers], dtype=jnp.float64) for name in HYPER_NAMES)))
-    return map_blocks(lambda b: _replicate_block(b[0], b[1], z, sigma_obs, prior).astype(jnp.float32), batch, block)
+    return map_blocks(
+        lambda b: _replicate_block(b[0], b[1], z, sigma_obs, prior)[:, :n].astype(jnp.float32), batch, block
+    )
 
 
 def _redshift_bins(prior: MassPrior, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,11 +183,20 @@ STATISTICS = {"ad": _anderson_darling, "chi2": _chi2}
 
 
 def posterior_predictive_check(
-    run, catalog=None, prior: MassPrior | None = None, *, n_draws: int = 200, seed: int = 0, statistic: str = "ad"
+    run,
+    catalog=None,
+    prior: MassPrior | None = None,
+    *,
+    n_draws: int = 200,
+    seed: int = 0,
+    statistic: str = "ad",
+    shard_halos: bool | None = None,
 ) -> Ppc:
     """The PPC of a run (its own catalog and mass prior unless given).
 
     ``statistic`` is ``"ad"`` (Anderson-Darling, the default) or ``"chi2"`` (histogram).
+    ``shard_halos``: replicate with the halos split across every JAX device (None: as the
+    run was fitted, its ``halo_devices``; see :func:`replicate_ln_lum_obs`).
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic {statistic!r}: choose one of {', '.join(STATISTICS)}")
@@ -190,6 +216,7 @@ def posterior_predictive_check(
         seed=seed + 7,
         lum_obs_err=catalog.lum_obs_err,
         ln_lim=None if limit is None else limit.ln_limit(catalog),
+        shard_halos=run.attrs.get("halo_devices", 1) > 1 if shard_halos is None else shard_halos,
     )
     z_bins, bin_of = _redshift_bins(prior, z)
     n_bins = len(z_bins)

@@ -27,7 +27,9 @@ of the catalog::
 
 The 2017 importance-sampling likelihood (:func:`is_log_likelihood`, one process) splits the
 catalog's blocks of halos across the devices; each block draws the normals it draws on one
-device, so only the order of the final sum differs.
+device, so only the order of the final sum differs. The halo-mass draws (mass maps, the
+fit's masses) and the PPC's replicated catalogs take their per-halo arrays from
+:func:`split_halo_arrays` and draw exactly the one-device numbers.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "shard_halos",
     "log_likelihood",
     "is_log_likelihood",
+    "split_halo_arrays",
 ]
 
 HALO_AXIS = "halos"
@@ -123,6 +126,26 @@ def shard_halos(data: CollapsedData, n_total: int | None = None, mesh: Mesh | No
     weight = np.zeros(n_local + pad)
     weight[:n_local] = 1.0
     return CollapsedData(**placed), jax.make_array_from_process_local_data(split, weight, (local_len * n_proc,))
+
+
+def split_halo_arrays(arrays, mesh: Mesh | None = None):
+    """Per-halo arrays (halo axis first; None passes through) in one process, padded to a
+    multiple of ``mesh``'s devices (default :func:`halo_mesh`) by repeating the last halo and
+    placed with the halo axis split across them (a :class:`~jax.sharding.NamedSharding`).
+
+    Jitted elementwise work on them (halo-mass draws, replicated catalogs) is split across
+    the devices by XLA. One-dimensional ``jax.random`` draws over the padded axis begin with
+    the unpadded draws (JAX's threefry is partitionable, its default), so a caller that cuts the results
+    back to the catalog's halos gets the one-device numbers exactly."""
+    mesh = halo_mesh() if mesh is None else mesh
+    split = NamedSharding(mesh, P(HALO_AXIS))
+
+    def place(values):
+        values = jnp.asarray(values)
+        pad = -values.shape[0] % mesh.size
+        return jax.device_put(jnp.concatenate([values, jnp.repeat(values[-1:], pad, axis=0)]), split)
+
+    return [None if a is None else place(a) for a in arrays]
 
 
 def log_likelihood(

@@ -3,6 +3,7 @@ of one mock, on one device, on every device of this process, or under jax.distri
 
     python sharded_run.py local                 # prints {"one": ..., "all": ..., "devices": n,
                                                 #         "is_one": ..., "is_all": ...,
+                                                #         "mass_diff": ..., "ppc_diff": ...,
                                                 #         "fit_one": draws, "fit_all": draws}
     python sharded_run.py process I N PORT      # process I of N; process 0 prints {"all": ...}
 """
@@ -65,6 +66,20 @@ def main(argv):
         small = {"n": 100, "max_elements": 30_000}
         result["is_one"] = values(lambda h, d: catalog_is.is_log_likelihood(key, h, d, prior, **small), halos)
         result["is_all"] = values(lambda h, d: sharding.is_log_likelihood(key, h, d, prior, **small), halos)
+        # Halo-mass draws (with per-halo errors) and PPC replicates, the halos on every device:
+        # the largest difference from one device's draws, and how many devices held the halos.
+        from bigmali.diagnostics import ppc
+        from bigmali.halo_masses import ConditionalMassSampler
+        from bigmali.relation import Hyper
+
+        hypers = [Hyper(*point) for point in POINTS]
+        keys, stacked = jax.random.split(jax.random.PRNGKey(4), 2), Hyper(*np.asarray(POINTS).T)
+        one, split = (ConditionalMassSampler(prior, z, lum_obs, hypers, err, shard_halos=s) for s in (False, True))
+        result["mass_shards"] = len(split.ln_lobs.sharding.device_set)
+        result["mass_diff"] = float(np.abs(np.asarray(split.draws(keys, stacked)) - one.draws(keys, stacked)).max())
+        reps = [ppc.replicate_ln_lum_obs(hypers, z, prior, lum_obs_err=err, shard_halos=s) for s in (False, True)]
+        result["ppc_diff"] = float(np.abs(reps[1] - reps[0]).max())
+        result["ppc_shape"] = list(reps[1].shape)
         # a short NUTS fit, unsharded and with the halos on every device
         result["fit_one"], result["fit_all"] = (fit_draws(prior, shard) for shard in (False, True))
     if jax.process_index() == 0:

@@ -35,7 +35,8 @@ def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
     """Value and gradient at two points of 3,001 halos (without, then with per-halo errors and a flux limit): 4 forced host devices in one
     process, and two processes joined by jax.distributed (a coordinator on 127.0.0.1), against
     one device. Only the order of the sum differs: within 1e-10 relative (the issue's bound).
-    The 4-device process also checks the 2017 importance-sampling likelihood sharded.
+    The 4-device process also checks the 2017 importance-sampling likelihood sharded, and the
+    halo-mass draws and PPC replicates with the halos split.
     The 4-device process also fits a mock with the halos sharded and unsharded (bigmali.fit
     with shard_halos). One test, so the three processes run at once whichever worker runs it."""
     with socket.socket() as s:  # a free port for the coordinator
@@ -54,6 +55,10 @@ def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
     # The 2017 importance-sampling likelihood with its blocks on 4 devices: each halo's
     # estimate from the same normals, so again only the sum's order differs.
     np.testing.assert_allclose(local["is_all"], local["is_one"], rtol=1e-10, atol=0)
+    # Halo-mass draws and PPC replicates with the halos on 4 devices (padded to 3,004): the
+    # random draws are partitionable, so the numbers are the one-device ones exactly.
+    assert local["mass_shards"] == 4 and local["mass_diff"] == 0.0
+    assert local["ppc_diff"] == 0.0 and local["ppc_shape"] == [2, 3001]
     # A fit with the halos on 4 devices draws what the unsharded fit draws for the same seed.
     # Only the sums' order differs (gradients within 1e-15 relative), and NUTS amplifies that
     # about tenfold every ten iterations: after 50 the draws agree to ~1e-6 sd; hundreds of
