@@ -106,7 +106,7 @@ def mode_and_cov(f, x0, max_iter: int = MODE_MAX_ITER):
     inside one ``lax.while_loop``: the compiled program holds a single copy of the potential
     and its gradient (BFGS with a line search, then Newton steps, held about five and took
     about three times as long to compile). The Hessian is the central difference of the
-    exact gradient over ``FD_STEP`` along each axis, the ``2d + 1`` gradients one vmapped
+    exact gradient over ``FD_STEP`` along each axis, the ``2d + 1`` gradients one ``lax.map``
     call (:func:`value_grad_hessian`). A trial point is accepted when it lowers
     ``f`` enough (Armijo), otherwise the step is quartered. It stops when the
     Newton decrement falls below 1e-13, or after ``max_iter`` evaluations. Traceable: it can
