@@ -795,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_p.add_argument(
         "--shard-halos",
         action="store_true",
-        help="split the halos across every JAX device (collapsed model, nuts or svi): each device sums its own "
+        help="split the halos across every JAX device (collapsed model, any method): each device sums its own "
         "halos' terms. With jax.distributed, across hosts (see the README)",
     )
     _add_fit_arguments(fit_p)

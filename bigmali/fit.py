@@ -28,8 +28,6 @@ __all__ = ["fit", "extend", "pointwise_log_likelihood", "METHODS"]
 METHODS = tuple(ENGINES)
 LOG_LIK_MAX_VALUES = 25_000_000  # 200 MB of float64 in the log_likelihood group
 LOG_LIK_BLOCK = 4_000_000  # halo-draw terms returned per compiled call (bounded memory)
-SHARDED_METHODS = ("nuts", "svi")
-"""The methods that fit the collapsed model's own density, and so can split its halos."""
 DEFAULT_PRIOR_OPTIONS = {
     "source": "tinker10",
     "hmf_model": "Tinker10",
@@ -124,9 +122,11 @@ def fit(
             :mod:`bigmali.likelihood.extended`), recorded as ``selection_likelihood``.
         survey: the extended likelihood's sky area and redshift window
             (:class:`bigmali.selection.Survey`); by default a lightcone mock's own field.
-        shard_halos: split the halo axis across every JAX device (collapsed model, ``nuts``
-            or ``svi``; :mod:`bigmali.likelihood.sharding`): the same posterior, each device
-            summing its own halos. The run records the device count (``halo_devices``).
+        shard_halos: split the halo axis across every JAX device (collapsed model, every
+            method; :mod:`bigmali.likelihood.sharding`): the same posterior, each device
+            summing its own halos' terms, of the exact likelihood or of the 2017 IS one
+            (``is_prior``'s ``is_likelihood='exact'`` stays on one device). The run records
+            the device count (``halo_devices``).
         **options: the method's settings, the fields of its engine's config (``chains``,
             ``warmup``, ``draws``, ``target_accept``, ... for NUTS; ``steps``, ``svi_draws``, ...
             for SVI; ``seed`` and ``progress`` for all); a setting the method lacks is refused.
@@ -152,8 +152,6 @@ def fit(
         survey, survey_source = resolve_survey(survey, catalog)
     else:
         survey = None
-    if shard_halos and method not in SHARDED_METHODS:
-        raise ValueError(f"shard_halos: the halo axis is split for {' and '.join(SHARDED_METHODS)}, not {method}")
     start = time.perf_counter()
     data = fit_data(catalog, prior, model, mass_draws, limit, survey, shard_halos)
     post = engine.run(data, config)

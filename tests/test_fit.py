@@ -133,8 +133,6 @@ def test_unknown_model_is_refused(small_mock):
 
 def test_sharding_the_halos_is_refused_where_it_does_not_apply(small_mock):
     # The 4-device fit itself is tests/likelihood/test_sharding.py's (forced host devices).
-    with pytest.raises(ValueError, match="split for nuts and svi, not is_prior"):
-        bigmali.fit(small_mock, method="is_prior", shard_halos=True)
     with pytest.raises(ValueError, match="split for the collapsed model, not latent_mass"):
         bigmali.fit(small_mock, model="latent_mass", shard_halos=True, progress=False)
 

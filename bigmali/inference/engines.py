@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from bigmali.catalog import Catalog
 from bigmali.inference import nuts as nuts_engine
@@ -69,6 +70,7 @@ class FitData(NamedTuple):
     halo_draws: int  # per-halo draws a latent-model engine keeps
     collapsed: collapsed.CollapsedData | None = None  # the collapsed likelihood's tables (collapsed model)
     quadrature: QuadratureConfig | None = None
+    mesh: Mesh | None = None  # the devices the halos are split across (shard_halos)
 
 
 def fit_data(
@@ -87,7 +89,8 @@ def fit_data(
     (:class:`bigmali.selection.Survey`), enters through the extended likelihood
     (:mod:`bigmali.likelihood.extended`). ``shard_halos`` (the collapsed model): the halo
     axis split across every JAX device (:func:`bigmali.likelihood.sharding.shard_halos`,
-    :func:`bigmali.models.collapsed.sharded_model`)."""
+    :func:`bigmali.models.collapsed.sharded_model`), and the 2017 IS likelihood's blocks of
+    halos too (``FitData.mesh``, :func:`bigmali.likelihood.sharding.is_log_likelihood`)."""
     from bigmali.likelihood.extended import prepare_count
     from bigmali.selection import check_detected, check_in_survey
 
@@ -120,9 +123,8 @@ def fit_data(
 
         mesh = sharding.halo_mesh()
         model_fn = bind(collapsed.sharded_model, mesh=mesh, config=quadrature)
-        return FitData(
-            catalog, prior, model, model_fn, sharding.shard_halos(tables, mesh=mesh), halo_draws, tables, quadrature
-        )
+        args = sharding.shard_halos(tables, mesh=mesh)
+        return FitData(catalog, prior, model, model_fn, args, halo_draws, tables, quadrature, mesh)
     model_fn = bind(MODELS[model].model, config=quadrature)
     return FitData(catalog, prior, model, model_fn, (z, lum, prior, tables), halo_draws, tables, quadrature)
 
@@ -369,6 +371,7 @@ def _run_is_prior(data: FitData, config: IsPriorConfig) -> Posterior:
         likelihood=config.is_likelihood,
         seed=config.seed,
         progress=config.progress,
+        mesh=data.mesh,
     )
     return _weighted(out, config._asdict())
 
@@ -406,6 +409,7 @@ def _run_pmmh(data: FitData, config: PmmhConfig) -> Posterior:
         clip=config.is_clip,
         seed=config.seed,
         progress=config.progress,
+        mesh=data.mesh,
     )
     return Posterior(out.samples, out.stats, config._asdict())
 
@@ -414,7 +418,7 @@ def _run_nuts_is(data: FitData, config) -> Posterior:
     from bigmali.models import is_estimate
 
     nuts_config = nuts_engine.NutsConfig(*config[: len(nuts_engine.NutsConfig._fields)])
-    model = bind(is_estimate.model, is_samples=config.is_samples, clip=config.is_clip)
+    model = bind(is_estimate.model, is_samples=config.is_samples, clip=config.is_clip, mesh=data.mesh)
     out = nuts_engine.run_nuts(
         model, (_halos(data, "nuts_is"), data.prior, is_estimate.fixed_key(config.seed)), config=nuts_config
     )

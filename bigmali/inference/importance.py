@@ -86,6 +86,7 @@ def is_prior(
     likelihood: str = "is",
     seed: int = 0,
     progress: bool = True,
+    mesh=None,
 ) -> WeightedOutput:
     """The 2017 scheme: hyperprior draws weighted by their likelihood.
 
@@ -94,6 +95,8 @@ def is_prior(
         is_samples, clip: the per-halo importance sampler (``likelihood="is"``).
         likelihood: ``"is"`` (the 2017 estimate, fresh random numbers per hyper-sample) or
             ``"exact"`` (the collapsed quadrature).
+        mesh: split the IS likelihood's halos across this device mesh
+            (:func:`bigmali.likelihood.sharding.halo_mesh`; the same estimates).
     """
     if likelihood not in ("is", "exact"):
         raise ValueError(f"likelihood {likelihood!r}: choose 'is' or 'exact'")
@@ -104,7 +107,7 @@ def is_prior(
     if likelihood == "exact":
         log_like = exact_log_likelihoods(hypers, collapsed_data, config, progress=progress)
     else:
-        f = jax.jit(lambda k, h: is_log_likelihood(k, h, halo_data, prior, is_samples, clip))
+        f = jax.jit(lambda k, h: is_log_likelihood(k, h, halo_data, prior, is_samples, clip, mesh=mesh))
         log_like = np.empty(n_hyper)
         is_key = jax.random.fold_in(key, 2)
         with progress_bar(n_hyper, progress, f"IS log-likelihoods (n={is_samples})") as bar:

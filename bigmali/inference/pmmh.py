@@ -45,11 +45,13 @@ def run_pmmh(
     clip: bool = True,
     seed: int = 0,
     progress: bool = True,
+    mesh=None,
 ) -> PmmhOutput:
     """Run ``chains`` pseudo-marginal chains from ``start`` (alpha1, alpha2, alpha4, S) with
-    proposal covariance ``2.38^2/4 cov``; the first ``warmup`` iterations are discarded."""
+    proposal covariance ``2.38^2/4 cov``; the first ``warmup`` iterations are discarded.
+    ``mesh``: split the IS likelihood's halos across this device mesh (the same estimates)."""
     t0 = time.perf_counter()
-    loglik = jax.jit(lambda k, h: is_log_likelihood(k, h, halo_data, prior, is_samples, clip))
+    loglik = jax.jit(lambda k, h: is_log_likelihood(k, h, halo_data, prior, is_samples, clip, mesh=mesh))
 
     def log_target(key, theta):
         hyper = Hyper(*(float(v) for v in theta))

@@ -117,6 +117,15 @@ def is_log_likelihood(
     clip: bool = True,
     max_elements: int = MAX_ELEMENTS,
     proposal: Hyper | None = None,
+    mesh=None,
 ):
-    """The catalog's total importance-sampling log-likelihood (differentiable in ``hyper``)."""
+    """The catalog's total importance-sampling log-likelihood (differentiable in ``hyper``).
+
+    ``mesh``: a one-axis device mesh (:func:`bigmali.likelihood.sharding.halo_mesh`) to split
+    the blocks of halos across (:func:`bigmali.likelihood.sharding.is_log_likelihood`): each
+    halo's estimate is the one-device one, only the order of the sum differs."""
+    if mesh is not None:
+        from bigmali.likelihood import sharding
+
+        return sharding.is_log_likelihood(key, hyper, data, prior, n, clip, max_elements, proposal, mesh)
     return jnp.sum(is_log_likelihood_halos(key, hyper, data, prior, n, clip, max_elements, proposal).log_like)

@@ -28,12 +28,12 @@ from bigmali.relation import HYPERPRIOR_MEAN
 __all__ = ["model", "fixed_key"]
 
 
-def model(halo_data: HaloData, prior: MassPrior, key, is_samples: int = 100, clip: bool = False):
-    """Hyperprior, plus the importance-sampling log-likelihood with the fixed draws of ``key``."""
+def model(halo_data: HaloData, prior: MassPrior, key, is_samples: int = 100, clip: bool = False, mesh=None):
+    """Hyperprior, plus the importance-sampling log-likelihood with the fixed draws of ``key``
+    (``mesh``: the halos split across this device mesh, the same estimate)."""
     hyper = sample_hyper()
-    numpyro.factor(
-        "is_log_likelihood", is_log_likelihood(key, hyper, halo_data, prior, is_samples, clip, proposal=HYPERPRIOR_MEAN)
-    )
+    estimate = is_log_likelihood(key, hyper, halo_data, prior, is_samples, clip, proposal=HYPERPRIOR_MEAN, mesh=mesh)
+    numpyro.factor("is_log_likelihood", estimate)
 
 
 def fixed_key(seed: int):

@@ -4,7 +4,8 @@ of one mock, on one device, on every device of this process, or under jax.distri
     python sharded_run.py local                 # prints {"one": ..., "all": ..., "devices": n,
                                                 #         "is_one": ..., "is_all": ...,
                                                 #         "mass_diff": ..., "ppc_diff": ...,
-                                                #         "fit_one": draws, "fit_all": draws}
+                                                #         "fit_one": draws, "fit_all": draws,
+                                                #         "is_fits_one": {...}, "is_fits_all": {...}}
     python sharded_run.py process I N PORT      # process I of N; process 0 prints {"all": ...}
 """
 
@@ -80,25 +81,44 @@ def main(argv):
         reps = [ppc.replicate_ln_lum_obs(hypers, z, prior, lum_obs_err=err, shard_halos=s) for s in (False, True)]
         result["ppc_diff"] = float(np.abs(reps[1] - reps[0]).max())
         result["ppc_shape"] = list(reps[1].shape)
-        # a short NUTS fit, unsharded and with the halos on every device
-        result["fit_one"], result["fit_all"] = (fit_draws(prior, shard) for shard in (False, True))
+        # a short NUTS fit, unsharded and with the halos on every device, and the IS methods
+        mock = bigmali.simulate(prior, n_halos=1001, seed=3)
+        result["fit_one"], result["fit_all"] = (fit_draws(mock, prior, shard) for shard in (False, True))
+        result["is_fits_one"], result["is_fits_all"] = (is_fits(mock, prior, shard) for shard in (False, True))
     if jax.process_index() == 0:
         print(json.dumps(result), flush=True)
 
 
-def fit_draws(prior, shard: bool):
-    """Two chains of a short collapsed NUTS fit to a 1,001-halo mock: (parameter, chain, draw)."""
+def fit_draws(mock, prior, shard: bool, **options):
+    """A short fit (default: two chains of collapsed NUTS): (parameter, chain, draw)."""
     import numpy as np
 
     import bigmali
     from bigmali.relation import HYPER_NAMES
 
-    mock = bigmali.simulate(prior, n_halos=1001, seed=3)
-    run = bigmali.fit(
-        mock, prior=prior, shard_halos=shard, chains=2, warmup=20, draws=30, seed=3, progress=False, mass_draws=0
-    )
+    options = {"chains": 2, "warmup": 20, "draws": 30, **options}
+    run = bigmali.fit(mock, prior=prior, shard_halos=shard, seed=3, progress=False, mass_draws=0, **options)
     assert run.attrs["halo_devices"] == (jax.device_count() if shard else 1)
     return np.stack([np.asarray(run["posterior"][name]) for name in HYPER_NAMES]).tolist()
+
+
+def is_fits(mock, prior, shard: bool):
+    """The 2017 IS likelihood's methods: is_prior's estimates at 8 hyperprior draws, and the
+    draws of short pmmh and nuts_is chains."""
+    import numpy as np
+
+    import bigmali
+
+    run = bigmali.fit(
+        mock, prior=prior, method="is_prior", n_hyper=8, is_samples=20, shard_halos=shard, seed=3, progress=False
+    )
+    estimates = np.asarray(run["sample_stats"]["log_likelihood_estimate"]).ravel().tolist()
+    short = {"chains": 1, "is_samples": 20}
+    return {
+        "is_prior": estimates,
+        "pmmh": fit_draws(mock, prior, shard, method="pmmh", warmup=5, draws=10, **short),
+        "nuts_is": fit_draws(mock, prior, shard, method="nuts_is", warmup=50, draws=30, **short),  # 20: stuck
+    }
 
 
 if __name__ == "__main__":
