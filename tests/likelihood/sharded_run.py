@@ -117,7 +117,7 @@ def is_fits(mock, prior, shard: bool):
     return {
         "is_prior": estimates,
         "pmmh": fit_draws(mock, prior, shard, method="pmmh", warmup=5, draws=10, **short),
-        "nuts_is": fit_draws(mock, prior, shard, method="nuts_is", warmup=50, draws=30, **short),  # 20: stuck
+        "nuts_is": fit_draws(mock, prior, shard, method="nuts_is", warmup=50, draws=30, **short),  # after 20 it stuck
     }
 
 

@@ -38,7 +38,8 @@ def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
     The 4-device process also checks the 2017 importance-sampling likelihood sharded, and the
     halo-mass draws and PPC replicates with the halos split.
     The 4-device process also fits a mock with the halos sharded and unsharded (bigmali.fit
-    with shard_halos): collapsed NUTS, and the IS likelihood's methods is_prior, pmmh, nuts_is. One test, so the three processes run at once whichever worker runs it."""
+    with shard_halos): collapsed NUTS, and the IS likelihood's methods is_prior, pmmh and
+    nuts_is. One test, so the three processes run at once whichever worker runs it."""
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
