@@ -38,6 +38,7 @@ __all__ = [
     "ln_mu_L",
     "ln_mu_L_ln1pz",
     "reduced_observable",
+    "reduced_observable_affine",
     "ln_mass_pointed",
     "lognormal_logpdf",
     "sigma_total",
@@ -109,6 +110,17 @@ def reduced_observable(ln_lum, ln1pz, hyper: Hyper):
     prior table): the exact quadrature, the mass conditional and the estimators all use it.
     """
     return ln_lum - ln_mu_L_ln1pz(0.0, ln1pz, hyper)
+
+
+def reduced_observable_affine(hyper: Hyper):
+    """``(c0, c1)`` with :func:`reduced_observable` ``= ln L + c0 + c1 ln(1 + z)``.
+
+    ``ln mu_L`` is affine in ``ln(1 + z)``, so a loop over halos can take the two numbers
+    once per theta and its derivatives in theta from them alone (the exact quadrature's
+    fixed-noise read does).
+    """
+    c0 = -ln_mu_L_ln1pz(0.0, 0.0, hyper)
+    return c0, -ln_mu_L_ln1pz(0.0, 1.0, hyper) - c0
 
 
 def ln_mass_pointed(ln_lum, ln1pz, hyper: Hyper):

@@ -33,6 +33,15 @@ def test_ln_mu_L_matches_the_power_law():
     assert float(relation.ln_mu_L(math.log(mass), z, HYPERSEED)) == pytest.approx(math.log(expected), rel=1e-13)
 
 
+def test_reduced_observable_is_the_affine_form_its_coefficients_give():
+    """The fixed-noise likelihood places halos with (c0, c1) alone: they must reproduce r."""
+    rng = np.random.default_rng(3)
+    ln_lum, ln1pz = rng.normal(24.0, 2.0, 50), np.log1p(rng.uniform(0.0, 3.0, 50))
+    hyper = HYPERSEED._replace(alpha2=0.41, alpha4=0.7)
+    c0, c1 = relation.reduced_observable_affine(hyper)
+    np.testing.assert_allclose(ln_lum + c0 + c1 * ln1pz, relation.reduced_observable(ln_lum, ln1pz, hyper), atol=1e-12)
+
+
 def test_lognormal_logpdf_matches_scipy():
     x = np.array([0.3, 1.0, 7.5, 2e4])
     got = relation.lognormal_logpdf(jnp.log(x), math.log(2.0), 0.4)

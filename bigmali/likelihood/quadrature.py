@@ -29,20 +29,27 @@ and ``g_b`` depends on the prior alone. So it is tabulated once, when the data a
    density per unit M on [1, M_0 - 1] and [M_n + 1, 100 (M_n + 1)]) is added in closed form
    (``log_ndtr``). The table is cached per prior, gl order and grid.
 2. **Per theta**, ``ln g_b`` is interpolated along ln w to this theta's w (6-point Lagrange
-   on six planes of the table, a few hundred thousand multiply-adds), and
-3. **per halo**, at its rho with a 6-point Lagrange stencil, precomputed in monomial form so
-   that each halo costs one gather of six coefficients and a Horner evaluation.
+   on six planes of the table, a few hundred thousand multiply-adds), and put in monomial
+   form: on each rho interval the 6-point Lagrange polynomial's coefficients, and
+3. **per halo**, its grid position is affine in (ln L_obs, ln(1+z)) with coefficients set
+   by theta, so each halo costs one gather of six coefficients and a Horner evaluation.
 
-Nothing is exponentiated at run time, and the gradient in theta flows only through the
-six-plane interpolation and each halo's (rho, w). Against a brute-force quadrature each
-halo is within ~1e-7 (``benchmarks/collapsed.py`` checks the total at 115,919 halos).
+Nothing is exponentiated at run time. The gradient is written by hand (a custom JVP) and
+costs about what the value does: in rho it is the polynomial's derivative; in ln w it is
+the heat equation's. ``g_b`` is the prior convolved with a normal of width w, so
+``dg/dw = w d^2g/drho^2``, and ``d ln g / d ln w`` comes from the same six coefficients
+(within ~1e-5 relative of differentiating the interpolation across the levels, which would
+read or scatter into six planes per halo; within ~2e-6 of the brute-force quadrature's
+central differences). Against a brute-force quadrature each halo is within ~1e-7
+(``benchmarks/collapsed.py`` checks the total at 115,919 halos).
 
 Theta whose w falls outside the table's levels gets ln-likelihood -inf (zero density): for
 sigma ~ 0.165 that is alpha2 outside [0.04, 1.6], hundreds of hyperprior sds away. A halo
 beyond the rho grid (more than 16 in ln M beyond the prior's support: 35 sigma at the
 hyperseed, a data error rather than a halo) continues the grid's edge as a Gaussian tail
-of width w: finite, with gradients of the right sign and size, but not exact. Only the
-first ``_MAX_BEYOND`` such halos get that continuation; the rest are held at the edge.
+of width w: finite, with gradients of the right sign and size (the heat equation's, which
+a Gaussian tail solves; within ~1% of the continuation's own), but not exact. Every such
+halo gets it: the tails are two more rows of coefficients per table.
 
 **Per-halo measurement errors.** A catalog with ``lum_obs_err`` gives each halo its own
 ``sigma_k = sqrt(S^2 + lum_obs_err_k^2)``, so each halo has its own ``w_k`` and there is no
@@ -69,8 +76,8 @@ that is a function of z sums this term from interpolation nodes instead of halo 
 (:mod:`bigmali.likelihood.detection`); the extended likelihood integrates it over the
 survey (:mod:`bigmali.likelihood.extended`).
 
-Everything is in log space and float64. Gradients come from JAX's reverse mode (and, per
-halo with per-halo errors, from the hand-written JVP above).
+Everything is in log space and float64. Both paths' gradients are hand-written JVPs (above);
+JAX's reverse mode transposes them.
 """
 
 from __future__ import annotations
@@ -109,14 +116,14 @@ __all__ = [
 _LN_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _STENCIL = np.arange(-2, 4)  # 6-point Lagrange stencil around the interval [i, i + 1]
 _ORDER = len(_STENCIL)
-_MAX_BEYOND = 1024  # halos beyond the rho grid given the Gaussian continuation (see _log_g)
 _W_STENCIL = np.arange(-1, 3)  # 4-point Lagrange stencil in ln w, per halo (per-halo errors)
 _REFINE = 3  # the per-halo table's ln w levels are the prepared table's, three times finer
-PER_HALO_BELOW = 30_000
+PER_HALO_BELOW = 4_000
 """A catalog with fewer halos and one ``sigma_obs`` is read per halo all the same (each halo
-given ``sigma_obs``): below ~3e4 halos the per-theta plane of the fixed-sigma path costs more
-than the halos (value + gradient at 10^3 / 10^4 / 3e4 / 115,919 halos: 1.85 / 2.03 / 3.36 /
-5.59 ms fixed-sigma, 0.41 / 1.06 / 3.16 / 9.27 ms per halo; the two agree to 3e-10 per halo)."""
+given ``sigma_obs``): below ~4e3 halos the per-theta plane of the fixed-sigma path costs more
+than the halos (value + gradient at 10^3 / 3e3 / 5e3 / 10^4 / 3e4 halos, interleaved in one
+process: 0.35 / 0.34 / 0.36 / 0.37 / 0.48 ms fixed-sigma, 0.16 / 0.23 / 0.41 / 0.44 / 0.99 ms
+per halo; the two agree to 3e-10 per halo)."""
 _ALPHA2_FLOOR = 0.1  # the per-halo table's levels reach w = sqrt(0.2^2 + err^2) / 0.1
 
 
@@ -412,67 +419,92 @@ def _at_w(log_g, data: CollapsedData, ln_w):
     return jnp.einsum("a,bar->br", weights, planes), inside
 
 
-class _Interpolant(NamedTuple):
-    """ln g_b at this theta's w in the per-halo form: each rho interval's polynomial in
-    monomial form, and the two end points on each side of the covered range, per table."""
+def _coefficients(plane, ln_w, rho_step, hold_below: bool):
+    """ln g at this theta's w in the per-halo form: (nz * (n_int + 2), 6) rows of monomial
+    coefficients in t, per table: the tail below the rho grid, its n_int intervals (the
+    6-point Lagrange interpolant), the tail above it; and n_int.
 
-    coef: jax.Array  # (nz * n_int, degree + 1)
-    edges: jax.Array  # (nz, 4): first, second, last, second-to-last covered point
-    n_int: int
-
-
-def _interpolant(log_g) -> _Interpolant:
-    n_rho = log_g.shape[1]
+    A tail continues the grid's edge value e and one-sided slope s as a Gaussian of width w,
+    ``e + s d - d^2 / (2 w^2)`` with d the distance beyond the edge (below the grid, held at
+    e if ``hold_below``): a quadratic in t, its last three coefficients zero."""
+    nz, n_rho = plane.shape
     n_int = n_rho - _ORDER + 1  # intervals [i + 2, i + 3] with the whole stencil on the grid
-    windows = jnp.stack([log_g[:, s : s + n_int] for s in range(_ORDER)], axis=-1)
-    # The covered range ends where the first and last intervals do (the stencil needs two
-    # grid points below and three above).
-    lo = -int(_STENCIL[0])
-    hi = lo + n_int  # interval i covers grid points lo + i to lo + i + 1
-    edges = jnp.stack([log_g[:, lo], log_g[:, lo + 1], log_g[:, hi], log_g[:, hi - 1]], axis=1)
-    return _Interpolant((windows @ _MONOMIAL).reshape(-1, _ORDER), edges, n_int)
+    windows = jnp.stack([plane[:, s : s + n_int] for s in range(_ORDER)], axis=-1)
+    inner = windows @ _MONOMIAL  # (nz, n_int, 6)
+    # The covered range's end points (the stencil needs two grid points below, three above).
+    lo, hi = -int(_STENCIL[0]), n_int - int(_STENCIL[0])
+    e_lo, s_lo = plane[:, lo], plane[:, lo + 1] - plane[:, lo]
+    e_hi, s_hi = plane[:, hi], plane[:, hi] - plane[:, hi - 1]
+    k = jnp.broadcast_to(0.5 * rho_step**2 * jnp.exp(-2.0 * ln_w), (nz,))  # d^2 / (2 w^2) = k t^2
+    zero = jnp.zeros((nz,))
+    above = [e_hi, s_hi, -k]  # t = d / rho_step >= 0 in the row after the last interval
+    # t = 1 + d / rho_step < 1 in the row before the first: e + s (t - 1) - k (t - 1)^2
+    below = [e_lo, zero, zero] if hold_below else [e_lo - s_lo - k, s_lo + 2.0 * k, -k]
+    below, above = (jnp.stack(c + [zero] * (_ORDER - 3), axis=1)[:, None] for c in (below, above))
+    return jnp.concatenate([below, inner, above], axis=1).reshape(-1, _ORDER), n_int
 
 
-def _log_g(data: CollapsedData, table: _Interpolant, w, rho, rows, hold_below: bool = False, f32: bool = False):
-    """ln g_rows(rho): Lagrange interpolation on the rho grid; beyond it, the edge continued
-    as a Gaussian tail of width w (the first _MAX_BEYOND such halos). ``hold_below``: below
-    the grid hold the edge value instead (the detection probability, 1 there). ``f32``: the
-    polynomial beyond its constant term in float32 (``QuadratureConfig.halo_float32``)."""
-    v = (rho - data.rho0) / data.rho_step + _STENCIL[0]
-    i = jnp.clip(jnp.floor(v), 0, table.n_int - 1).astype(jnp.int32)
-    t = v - i
-    c = table.coef[rows * table.n_int + i]
-    # Horner at t clamped into the interval: beyond the grid's ends this holds the edge
-    # value, which the continuation below replaces.
-    tc = jnp.clip(t, 0.0, 1.0)
-    constant = c[:, 0]
+def _locate(y, ln1pz, rows, affine, n_int: int):
+    """Each halo's row of the coefficients and its t: the rho grid position is
+    ``v = a y + b ln(1+z) + c`` (in steps), affine in the halo's constants."""
+    a, b, c = affine
+    v = a * y + b * ln1pz + c
+    i = jnp.clip(jnp.floor(v), -1, n_int).astype(jnp.int32)
+    return rows * (n_int + 2) + i + 1, v - i
+
+
+def _evaluate(coef, t, f32: bool, derivatives: bool = False):
+    """Each halo's polynomial at t, and with ``derivatives`` its first and second derivatives
+    in t. ``f32``: the terms beyond the constant one in float32
+    (``QuadratureConfig.halo_float32``)."""
+    constant = coef[:, 0]
     if f32:
-        c, tc = c.astype(jnp.float32), tc.astype(jnp.float32)
-    values = c[:, -1]
-    for p in range(_ORDER - 2, 0, -1):
-        values = values * tc + c[:, p]
-    values = (values * tc).astype(jnp.float64) + constant
-    beyond = (t < 0.0) | (t > 1.0)
+        coef, t = coef.astype(jnp.float32), t.astype(jnp.float32)
+    c = [coef[:, p] for p in range(_ORDER)]
+    value = (t * (c[1] + t * (c[2] + t * (c[3] + t * (c[4] + t * c[5]))))).astype(jnp.float64) + constant
+    if not derivatives:
+        return value
+    p1 = c[1] + t * (2.0 * c[2] + t * (3.0 * c[3] + t * (4.0 * c[4] + 5.0 * t * c[5])))
+    p2 = 2.0 * c[2] + t * (6.0 * c[3] + t * (12.0 * c[4] + 20.0 * t * c[5]))
+    return value, p1.astype(jnp.float64), p2.astype(jnp.float64)
 
-    def tails(t_k, rows_k):
-        below = t_k < 0.0
-        e = table.edges[rows_k]
-        d = jnp.where(below, t_k, t_k - 1.0) * data.rho_step  # signed distance beyond the edge
-        if hold_below:
-            d = jnp.where(below, 0.0, d)
-        edge = jnp.where(below, e[:, 0], e[:, 2])
-        slope = jnp.where(below, e[:, 1] - e[:, 0], e[:, 2] - e[:, 3]) / data.rho_step
-        return edge + slope * d - 0.5 * d * d / (w * w)
 
-    # The continuation for every halo would cost a gather per halo; only the first
-    # _MAX_BEYOND halos beyond the grid get it (a catalog with more such halos holds the
-    # rest at the grid's edge value: finite, with no gradient).
-    if values.shape[0] <= _MAX_BEYOND:
-        return jnp.where(beyond, tails(t, rows), values)
-    # Their indices by top_k of the mask (distinct indices, the halos beyond first): half
-    # the cost of nonzero's cumulative sum on CPU.
-    _, k = jax.lax.top_k(beyond.astype(jnp.float32), _MAX_BEYOND)
-    return values.at[k].set(jnp.where(beyond[k], tails(t[k], rows[k]), values[k]))
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _log_g(hold_below, f32, plane, rho_step, y, ln1pz, rows, ln_w, affine):
+    """ln g_rows at each halo's rho by Lagrange interpolation of ``plane`` (the table at this
+    theta's w), continued beyond the grid as Gaussian tails (:func:`_coefficients`);
+    ``affine = (a, b, c)`` places each halo on the grid (:func:`_locate`). ``hold_below``:
+    below the grid hold the edge value (the detection probability, 1 there). ``f32``: see
+    :func:`_evaluate`.
+
+    Differentiable in ``ln_w`` and ``affine``; the plane, the step and the halos' constants
+    are data. The derivative in rho is the interpolant's. The one in ln w comes from the heat
+    equation: g is the prior convolved with a normal (or its CDF) of width w, so
+    ``dg/dw = w d^2g/drho^2`` and ``d ln g / d ln w = w^2 ((ln g)'' + (ln g)'^2)``, from
+    the same six coefficients. (Differentiating the interpolation across the table's levels
+    instead would read six planes per halo, or scatter into them; the two agree within ~1e-5
+    relative at the hyperseed, and each is within ~2e-6 of the brute-force quadrature's
+    central differences.) A Gaussian tail, ``ln`` of a normal of width w, solves the same
+    equation, so the tails get it too."""
+    coef, n_int = _coefficients(plane, ln_w, rho_step, hold_below)
+    k, t = _locate(y, ln1pz, rows, affine, n_int)
+    # Materialised: a sum over the halos would otherwise take the six gathered columns as
+    # six arrays (XLA's YNNPACK reductions do not fuse slices, openxla/xla#46351).
+    return jax.lax.optimization_barrier(_evaluate(coef[k], t, f32))
+
+
+@_log_g.defjvp
+def _log_g_jvp(hold_below, f32, primals, tangents):
+    plane, rho_step, y, ln1pz, rows, ln_w, affine = primals
+    d_ln_w, (d_a, d_b, d_c) = tangents[-2:]
+    coef, n_int = _coefficients(plane, ln_w, rho_step, hold_below)
+    k, t = _locate(y, ln1pz, rows, affine, n_int)
+    value, p1, p2 = _evaluate(coef[k], t, f32, derivatives=True)
+    f_ln_w = jnp.exp(2.0 * ln_w) / rho_step**2 * (p2 + p1 * p1)
+    # Materialised once: otherwise XLA recomputes the polynomials in each of the reductions
+    # the transpose makes (one per hyperparameter), 0.3-0.4 ms more at 115,919 halos.
+    value, p1, f_ln_w = jax.lax.optimization_barrier((value, p1, f_ln_w))
+    return value, p1 * (y * d_a + ln1pz * d_b + d_c) + f_ln_w * d_ln_w
 
 
 def _basis(t, monomial, derivative: bool = False):
@@ -587,14 +619,17 @@ def _read(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_g, y,
             upper, _ = _log_g_per_halo(data, log_g, rho, ln_w, w, data.row_hi, hold_below, f32)
             value = _mix(value, upper, data.w_hi)
         return value, inside
-    w = relation.sigma_total(hyper.S) / a2  # one w: the table's plane at it, then 1-D per halo
-    plane, inside = _at_w(log_g, data, jnp.log(w))
-    table = _interpolant(plane)
-    rho = relation.reduced_observable(y, data.ln1pz, hyper) / a2
+    ln_w = jnp.log(relation.sigma_total(hyper.S) / a2)  # one w: the table's plane at it, then 1-D per halo
+    plane, inside = _at_w(log_g, data, ln_w)
+    plane = jax.lax.stop_gradient(plane)  # _log_g differentiates in ln w itself
+    c0, c1 = relation.reduced_observable_affine(hyper)  # rho = (y + c0 + c1 ln(1+z)) / alpha2, in steps:
+    per_step = 1.0 / (a2 * data.rho_step)
+    affine = (per_step, c1 * per_step, (c0 / a2 - data.rho0) / data.rho_step + _STENCIL[0])
     f32 = config.halo_float32
-    value = _log_g(data, table, w, rho, data.row_lo, hold_below, f32)
+    value = _log_g(hold_below, f32, plane, data.rho_step, y, data.ln1pz, data.row_lo, ln_w, affine)
     if config.linear:
-        value = _mix(value, _log_g(data, table, w, rho, data.row_hi, hold_below, f32), data.w_hi)
+        upper = _log_g(hold_below, f32, plane, data.rho_step, y, data.ln1pz, data.row_hi, ln_w, affine)
+        value = _mix(value, upper, data.w_hi)
     return value, inside
 
 
@@ -607,7 +642,7 @@ def log_likelihood_halos(hyper: Hyper, data: CollapsedData, config: QuadratureCo
     value, inside = _read(hyper, data, config, data.log_g, data.y)
     if data.y_lim is not None:
         value = value - log_detection_probability(hyper, data, config)
-    return jnp.where(inside, value - jnp.log(hyper.alpha2) - data.y, -jnp.inf)
+    return value - data.y + jnp.where(inside, -jnp.log(hyper.alpha2), -jnp.inf)
 
 
 def log_detection_probability(hyper: Hyper, data: CollapsedData, config: QuadratureConfig = QuadratureConfig()):

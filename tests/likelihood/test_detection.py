@@ -17,8 +17,10 @@ LIMIT = FluxLimit.table(np.linspace(0.0, 3.5, 15), 800.0 * (1 + np.linspace(0.0,
 @pytest.mark.parametrize("errors", [None, (0.02, 0.3)])
 def test_the_node_sum_matches_the_per_halo_sum_and_its_gradient(prior, errors):
     """On ~4,200 halos (of 10,000 drawn) cut by a rising limit table: the node sum within
-    1e-9 per halo of the per-halo sum and its gradient within 1e-6 relative, at the
-    hyperseed and off it (measured at twice the halos: 6e-7 in all, 3e-7)."""
+    1e-9 per halo of the per-halo sum and its gradient within 5e-6 relative, at the
+    hyperseed and off it. (The two gradients agreed to 6e-7 when both differentiated the
+    interpolation across the table's levels; the fixed-noise per-halo read now takes its ln w
+    derivative from the heat equation, and S's component differs by 2.5e-6.)"""
     whole = bigmali.simulate(prior, n_halos=10_000, seed=3, lum_obs_err=errors)
     catalog = bigmali.simulate(prior, n_halos=10_000, seed=3, lum_obs_err=errors, flux_limit=LIMIT)
     assert 0.3 < len(catalog) / len(whole) < 0.7
@@ -32,7 +34,7 @@ def test_the_node_sum_matches_the_per_halo_sum_and_its_gradient(prior, errors):
     for theta in (jnp.array(HYPERSEED), jnp.array(HYPERSEED) + jnp.array([0.03, 0.01, -0.05, 0.002])):
         (v, g), (v_ref, g_ref) = summed(theta), per_halo(theta)
         assert abs(float(v - v_ref)) < 1e-9 * len(catalog)
-        np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=5e-6)
 
 
 def test_a_per_halo_limit_keeps_the_per_halo_read(prior):
