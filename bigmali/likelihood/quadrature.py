@@ -61,7 +61,9 @@ times, to a step of 0.015, by the same 6-point Lagrange interpolation in numpy w
 are prepared) times the 6-point stencil in rho: one gather of a 4 x 6 block per halo and
 no per-theta step. The table is a constant, so the value and its partial derivatives in
 (rho_k, ln w_k) are computed together from one read of each block (a custom JVP; letting
-reverse mode differentiate the stencil read each block several times and cost 2-3x more).
+reverse mode differentiate the stencil read each block several times and cost 2-3x more),
+in blocks of halos as above (value + gradient at 115,919 / 10^6 halos: 4.2 / 57 ms, against
+19.6 / 169 ms in one piece).
 Every halo beyond the rho grid gets the Gaussian continuation, with its own w_k. A theta
 at which some halo's ``w_k`` falls outside the levels gives that halo -inf. (The levels
 are extended above w = 4 when the errors need it, so that alpha2 down to 0.1 stays
@@ -562,7 +564,17 @@ def _blocks(log_g, rows, j, i):
 def _stencil(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w):
     """ln g at (t, s) within each halo's 4 x 6 block, continued beyond the rho grid's ends as
     a Gaussian tail of width w (see :func:`_log_g_per_halo`)."""
-    return _stencil_with_partials(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w)[0]
+    return _stencil_in_blocks(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w, 1)[0]
+
+
+def _stencil_in_blocks(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w, n_out: int):
+    """The first ``n_out`` of :func:`_stencil_with_partials`, halo block by halo block
+    (:func:`_blockwise`)."""
+
+    def block(rows, j, i, t, s, w):
+        return _stencil_with_partials(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w)[:n_out]
+
+    return _blockwise(block, n_out, rows, j, i, t, s, w)
 
 
 def _stencil_with_partials(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w):
@@ -610,7 +622,7 @@ def _stencil_with_partials(hold_below, f32, log_g, rows, j, i, rho_step, t, s, w
 @_stencil.defjvp
 def _stencil_jvp(hold_below, f32, primals, tangents):
     # The table, the indices and the step are constants of the data: only (t, s, w) move.
-    value, f_t, f_s, f_w = _stencil_with_partials(hold_below, f32, *primals)
+    value, f_t, f_s, f_w = _stencil_in_blocks(hold_below, f32, *primals, 4)
     dt, ds, dw = tangents[-3:]
     return value, f_t * dt + f_s * ds + f_w * dw
 

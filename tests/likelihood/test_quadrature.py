@@ -63,11 +63,16 @@ def assert_gradient_matches_finite_differences(data):
 
 
 def test_halos_read_in_blocks_give_the_one_piece_numbers(prior, mock, monkeypatch):
-    """Above Q._BLOCK halos the fixed-noise read goes block by block, the last block
-    overlapping the one before it: the same per-halo values and the same gradient (1,000
-    halos in blocks of 300 here: four blocks, the last starting at halo 700)."""
-    data = Q.prepare(mock.z[:1000], mock.lum_obs[:1000], prior, per_halo=False)
+    """Above Q._BLOCK halos both reads (one noise, per-halo errors) go block by block, the
+    last block overlapping the one before it: the same per-halo values and the same gradient
+    (1,000 halos in blocks of 300 here: four blocks, the last starting at halo 700)."""
+    fixed = Q.prepare(mock.z[:1000], mock.lum_obs[:1000], prior, per_halo=False)
+    errors = Q.prepare(mock.z[:1000], mock.lum_obs[:1000], prior, lum_obs_err=np.linspace(0.02, 0.3, 1000))
+    for data in (fixed, errors):
+        assert_the_same_in_blocks(data, monkeypatch)
 
+
+def assert_the_same_in_blocks(data, monkeypatch):
     def evaluate():
         total = jax.jit(jax.value_and_grad(lambda th: Q.log_likelihood(Hyper(*th), data)))
         return np.asarray(Q.log_likelihood_halos(HYPERSEED, data)), np.asarray(total(jnp.array(HYPERSEED))[1])
@@ -76,6 +81,7 @@ def test_halos_read_in_blocks_give_the_one_piece_numbers(prior, mock, monkeypatc
     monkeypatch.setattr(Q, "_BLOCK", 300)
     jax.clear_caches()  # the jitted functions read _BLOCK when traced
     blocked, blocked_grad = evaluate()
+    monkeypatch.undo()
     jax.clear_caches()
     np.testing.assert_allclose(blocked, whole, rtol=1e-14)
     np.testing.assert_allclose(blocked_grad, grad, rtol=1e-12)
