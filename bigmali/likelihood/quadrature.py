@@ -540,7 +540,10 @@ def _blockwise(fn, n_out: int, *arrays):
         part = fn(*(jax.lax.dynamic_slice_in_dim(a, start, _BLOCK) for a in arrays))
         return tuple(jax.lax.dynamic_update_slice_in_dim(o, r, start, 0) for o, r in zip(outs, part))
 
-    return jax.lax.fori_loop(0, -(-n // _BLOCK), body, tuple(jnp.zeros(n) for _ in range(n_out)))
+    # The outputs start as zeros_like a per-halo input, so that inside a shard_map they are
+    # typed as varying over the halo axis, as the blocks' results are.
+    start = tuple(jnp.zeros_like(arrays[0], dtype=jnp.float64) for _ in range(n_out))
+    return jax.lax.fori_loop(0, -(-n // _BLOCK), body, start)
 
 
 def _basis(t, monomial, derivative: bool = False):

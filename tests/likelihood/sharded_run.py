@@ -53,7 +53,16 @@ def main(argv):
     lum_lim = lum_obs * np.exp(-rng.uniform(0.0, 2.0, N_HALOS))
     rows = sharding.process_rows(N_HALOS)
     result = {"devices": jax.device_count(), "processes": jax.process_count()}
-    for name, extra in (("", {}), ("_selected", {"lum_obs_err": err[rows], "lum_lim": lum_lim[rows]})):
+    # Halos read in blocks of 256 (751 to 3,001 halos per device: 3 to 12 blocks, the last one
+    # overlapping), as a catalog of 10^5 halos per device is; the one-noise catalog read per
+    # halo (below PER_HALO_BELOW) and as one noise.
+    quadrature._BLOCK = 256
+    variants = (
+        ("", {}),
+        ("_selected", {"lum_obs_err": err[rows], "lum_lim": lum_lim[rows]}),
+        ("_fixed", {"per_halo": False}),
+    )
+    for name, extra in variants:
         data = quadrature.prepare(z[rows], lum_obs[rows], prior, **extra)
         if argv[0] == "local":
             result["one" + name] = values(quadrature.log_likelihood, data)

@@ -32,7 +32,8 @@ def _result(proc):
 
 
 def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
-    """Value and gradient at two points of 3,001 halos (without, then with per-halo errors and a flux limit): 4 forced host devices in one
+    """Value and gradient at two points of 3,001 halos (without, then with per-halo errors and a
+    flux limit, then read as one noise; in blocks of 256 halos): 4 forced host devices in one
     process, and two processes joined by jax.distributed (a coordinator on 127.0.0.1), against
     one device. Only the order of the sum differs: within 1e-10 relative (the issue's bound).
     The 4-device process also checks the 2017 importance-sampling likelihood sharded, and the
@@ -53,6 +54,9 @@ def test_devices_and_processes_give_the_one_device_likelihood_and_gradient():
     # ... and with per-halo errors and a flux limit (their per-halo columns split the same way).
     np.testing.assert_allclose(local["all_selected"], local["one_selected"], rtol=1e-10, atol=0)
     np.testing.assert_allclose(distributed["all_selected"], local["one_selected"], rtol=1e-10, atol=0)
+    # ... and read as one noise (the fixed-noise path), every device's halos in blocks of 256.
+    np.testing.assert_allclose(local["all_fixed"], local["one_fixed"], rtol=1e-10, atol=0)
+    np.testing.assert_allclose(distributed["all_fixed"], local["one_fixed"], rtol=1e-10, atol=0)
     # The 2017 importance-sampling likelihood with its blocks on 4 devices: each halo's
     # estimate from the same normals, so again only the sum's order differs.
     np.testing.assert_allclose(local["is_all"], local["is_one"], rtol=1e-10, atol=0)
