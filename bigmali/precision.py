@@ -12,13 +12,13 @@ rounding enters at ~1e-7 of that correction, not of the value.
 Measured on the 115,919-halo mock (``python benchmarks/precision.py``), at the hyperseed and
 off it: the total log-likelihood within 1.5e-5 of float64, every halo within 1.2e-7, the
 gradient within 4e-6 relative, on the fixed-sigma path, the per-halo path and with per-halo
-errors. A collapsed NUTS fit to ESS 400 moved its posterior means by 0.003 to 0.09 posterior
-sds (another seed in float64: 0.009 to 0.05), which is Monte Carlo noise. So the mode is safe
+errors. A collapsed NUTS fit to ESS 400 moved its posterior means by 0.001 to 0.04 posterior
+sds (another seed in float64: 0.005 to 0.09), which is Monte Carlo noise. So the mode is safe
 wherever float64 is, for the total, its gradient and the posterior. Plain float32 throughout
 (JAX's default, x64 off) put the total 168 away at that size and is not offered. On this
-project's CPU the mode is no faster (fixed sigma: 3.7 against 3.6 ms) or slower (per halo:
-24 against 7 ms, XLA's CPU conversions), so it is off by default; it is meant for GPUs, where
-it has not been measured.
+project's CPU the mode is no faster (value + gradient 0.9 to 1.15 times float64's: fixed sigma
+1.18 against 1.29 ms and 1.15 against 1.00 ms, per-halo errors 5.0 against 4.4 ms), so it is
+off by default; it is meant for GPUs, where it has not been measured.
 """
 
 import os
