@@ -410,11 +410,11 @@ _MONOMIAL = _monomial_matrix(_STENCIL)
 _W_MONOMIAL = _monomial_matrix(_W_STENCIL)
 
 
-def _at_w(log_g, data: CollapsedData, ln_w):
-    """The table ``log_g`` on the rho grid at this ln w (6-point Lagrange across its levels),
-    and whether ln w lies within the levels."""
+def _at_w(log_g, ln_w0, ln_w_step, ln_w):
+    """The table ``log_g`` on the rho grid at this ln w (6-point Lagrange across its levels,
+    ``ln w0 + j ln_w_step``), and whether ln w lies within the levels."""
     n_levels = log_g.shape[1]
-    u = (ln_w - data.ln_w0) / data.ln_w_step
+    u = (ln_w - ln_w0) / ln_w_step
     first, last = -int(_STENCIL[0]), n_levels - 1 - int(_STENCIL[-1])
     inside = (u >= 0) & (u <= n_levels - 1)
     j = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
@@ -474,14 +474,15 @@ def _evaluate(coef, t, f32: bool, derivatives: bool = False):
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _log_g(hold_below, f32, plane, rho_step, y, ln1pz, rows, ln_w, affine):
-    """ln g_rows at each halo's rho by Lagrange interpolation of ``plane`` (the table at this
-    theta's w), continued beyond the grid as Gaussian tails (:func:`_coefficients`);
+def _log_g(hold_below, f32, log_g, levels, rho_step, y, ln1pz, rows, ln_w, affine):
+    """ln g_rows at each halo's rho by Lagrange interpolation of the table ``log_g`` at this
+    theta's w (its plane at ln w, ``levels = (ln_w0, ln_w_step)``: :func:`_at_w`),
+    continued beyond the grid as Gaussian tails (:func:`_coefficients`);
     ``affine = (a, b, c)`` places each halo on the grid (:func:`_locate`). ``hold_below``:
     below the grid hold the edge value (the detection probability, 1 there). ``f32``: see
     :func:`_evaluate`.
 
-    Differentiable in ``ln_w`` and ``affine``; the plane, the step and the halos' constants
+    Differentiable in ``ln_w`` and ``affine``; the table, the step and the halos' constants
     are data. The derivative in rho is the interpolant's. The one in ln w comes from the heat
     equation: g is the prior convolved with a normal (or its CDF) of width w, so
     ``dg/dw = w d^2g/drho^2`` and ``d ln g / d ln w = w^2 ((ln g)'' + (ln g)'^2)``, from
@@ -489,8 +490,9 @@ def _log_g(hold_below, f32, plane, rho_step, y, ln1pz, rows, ln_w, affine):
     instead would read six planes per halo, or scatter into them; the two agree within ~1e-5
     relative at the hyperseed, and each is within ~2e-6 of the brute-force quadrature's
     central differences.) A Gaussian tail, ``ln`` of a normal of width w, solves the same
-    equation, so the tails get it too."""
-    coef, n_int = _coefficients(plane, ln_w, rho_step, hold_below)
+    equation, so the tails get it too. The rule is itself differentiable (the plane is
+    computed inside it), so second derivatives (``jax.hessian``) are those of this gradient."""
+    coef, n_int = _coefficients(_at_w(log_g, *levels, ln_w)[0], ln_w, rho_step, hold_below)
 
     def block(y, ln1pz, rows):
         k, t = _locate(y, ln1pz, rows, affine, n_int)
@@ -503,9 +505,9 @@ def _log_g(hold_below, f32, plane, rho_step, y, ln1pz, rows, ln_w, affine):
 
 @_log_g.defjvp
 def _log_g_jvp(hold_below, f32, primals, tangents):
-    plane, rho_step, y, ln1pz, rows, ln_w, affine = primals
+    log_g, levels, rho_step, y, ln1pz, rows, ln_w, affine = primals
     d_ln_w, (d_a, d_b, d_c) = tangents[-2:]
-    coef, n_int = _coefficients(plane, ln_w, rho_step, hold_below)
+    coef, n_int = _coefficients(_at_w(log_g, *levels, ln_w)[0], ln_w, rho_step, hold_below)
     scale = jnp.exp(2.0 * ln_w) / rho_step**2
 
     def block(y, ln1pz, rows):
@@ -669,15 +671,15 @@ def _read(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_g, y,
             value = _mix(value, upper, data.w_hi)
         return value, inside
     ln_w = jnp.log(relation.sigma_total(hyper.S) / a2)  # one w: the table's plane at it, then 1-D per halo
-    plane, inside = _at_w(log_g, data, ln_w)
-    plane = jax.lax.stop_gradient(plane)  # _log_g differentiates in ln w itself
+    levels = (data.ln_w0, data.ln_w_step)
+    inside = _at_w(log_g, *levels, ln_w)[1]
     c0, c1 = relation.reduced_observable_affine(hyper)  # rho = (y + c0 + c1 ln(1+z)) / alpha2, in steps:
     per_step = 1.0 / (a2 * data.rho_step)
     affine = (per_step, c1 * per_step, (c0 / a2 - data.rho0) / data.rho_step + _STENCIL[0])
     f32 = config.halo_float32
-    value = _log_g(hold_below, f32, plane, data.rho_step, y, data.ln1pz, data.row_lo, ln_w, affine)
+    value = _log_g(hold_below, f32, log_g, levels, data.rho_step, y, data.ln1pz, data.row_lo, ln_w, affine)
     if config.linear:
-        upper = _log_g(hold_below, f32, plane, data.rho_step, y, data.ln1pz, data.row_hi, ln_w, affine)
+        upper = _log_g(hold_below, f32, log_g, levels, data.rho_step, y, data.ln1pz, data.row_hi, ln_w, affine)
         value = _mix(value, upper, data.w_hi)
     return value, inside
 
