@@ -522,10 +522,11 @@ def _log_g_jvp(hold_below, f32, primals, tangents):
 
 
 _BLOCK = 32_768
-"""Halos per block of the fixed-noise read (:func:`_blockwise`). Value + gradient at 10^6 /
-10^7 halos in blocks of 2^15 / 2^16 / 2^17 / 2^18: 7.2 / 7.8 / 15.5 / 19.6 ms and 115 / 120 /
-117 / 140 ms, against 23-24 ms and 266 ms in one piece; at 115,919 halos 0.9-1.0 ms either
-way (this machine, one process per figure)."""
+"""Halos per block of both per-halo reads (:func:`_blockwise`). Fixed noise, value + gradient
+at 10^6 / 10^7 halos in blocks of 2^15 / 2^16 / 2^17 / 2^18: 7.2 / 7.8 / 15.5 / 19.6 ms and
+115 / 120 / 117 / 140 ms, against 23-24 ms and 266 ms in one piece; at 115,919 halos 0.9-1.0
+ms either way. Per-halo errors at 115,919 / 10^6 halos: 3.7-4.2 / 57-68 ms in blocks of 2^13
+to 2^15, against 19.6 / 169 ms in one piece (this machine, one process per figure)."""
 
 
 def _blockwise(fn, n_out: int, *arrays):
