@@ -410,27 +410,34 @@ _MONOMIAL = _monomial_matrix(_STENCIL)
 _W_MONOMIAL = _monomial_matrix(_W_STENCIL)
 
 
-def _at_w(log_g, ln_w0, ln_w_step, ln_w):
-    """The table ``log_g`` on the rho grid at this ln w (6-point Lagrange across its levels,
-    ``ln w0 + j ln_w_step``), and whether ln w lies within the levels."""
-    n_levels = log_g.shape[1]
+def _level(n_levels: int, ln_w0, ln_w_step, ln_w):
+    """ln w's position u among a table's levels ``ln w0 + j ln_w_step`` (j = 0 ... n_levels - 1),
+    and whether it lies within them."""
     u = (ln_w - ln_w0) / ln_w_step
+    return u, (u >= 0) & (u <= n_levels - 1)
+
+
+def _at_w(log_g, ln_w0, ln_w_step, ln_w):
+    """The table ``log_g`` on the rho grid at this ln w (6-point Lagrange across its levels)."""
+    n_levels = log_g.shape[1]
+    u, _ = _level(n_levels, ln_w0, ln_w_step, ln_w)
     first, last = -int(_STENCIL[0]), n_levels - 1 - int(_STENCIL[-1])
-    inside = (u >= 0) & (u <= n_levels - 1)
     j = jnp.clip(jnp.floor(u), first, last).astype(jnp.int32)
     weights = jnp.stack([(u - j) ** p for p in range(_ORDER)]) @ _MONOMIAL.T
     planes = jax.lax.dynamic_slice_in_dim(log_g, j + int(_STENCIL[0]), _ORDER, axis=1)
-    return jnp.einsum("a,bar->br", weights, planes), inside
+    return jnp.einsum("a,bar->br", weights, planes)
 
 
-def _coefficients(plane, ln_w, rho_step, hold_below: bool):
-    """ln g at this theta's w in the per-halo form: (nz * (n_int + 2), 6) rows of monomial
+def _coefficients(log_g, levels, ln_w, rho_step, hold_below: bool):
+    """The table ``log_g`` at this theta's w (its plane at ln w, ``levels = (ln_w0,
+    ln_w_step)``: :func:`_at_w`) in the per-halo form: (nz * (n_int + 2), 6) rows of monomial
     coefficients in t, per table: the tail below the rho grid, its n_int intervals (the
     6-point Lagrange interpolant), the tail above it; and n_int.
 
     A tail continues the grid's edge value e and one-sided slope s as a Gaussian of width w,
     ``e + s d - d^2 / (2 w^2)`` with d the distance beyond the edge (below the grid, held at
     e if ``hold_below``): a quadratic in t, its last three coefficients zero."""
+    plane = _at_w(log_g, *levels, ln_w)
     nz, n_rho = plane.shape
     n_int = n_rho - _ORDER + 1  # intervals [i + 2, i + 3] with the whole stencil on the grid
     windows = jnp.stack([plane[:, s : s + n_int] for s in range(_ORDER)], axis=-1)
@@ -476,8 +483,7 @@ def _evaluate(coef, t, f32: bool, derivatives: bool = False):
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _log_g(hold_below, f32, log_g, levels, rho_step, y, ln1pz, rows, ln_w, affine):
     """ln g_rows at each halo's rho by Lagrange interpolation of the table ``log_g`` at this
-    theta's w (its plane at ln w, ``levels = (ln_w0, ln_w_step)``: :func:`_at_w`),
-    continued beyond the grid as Gaussian tails (:func:`_coefficients`);
+    theta's w, continued beyond the grid as Gaussian tails (:func:`_coefficients`);
     ``affine = (a, b, c)`` places each halo on the grid (:func:`_locate`). ``hold_below``:
     below the grid hold the edge value (the detection probability, 1 there). ``f32``: see
     :func:`_evaluate`.
@@ -492,7 +498,7 @@ def _log_g(hold_below, f32, log_g, levels, rho_step, y, ln1pz, rows, ln_w, affin
     central differences.) A Gaussian tail, ``ln`` of a normal of width w, solves the same
     equation, so the tails get it too. The rule is itself differentiable (the plane is
     computed inside it), so second derivatives (``jax.hessian``) are those of this gradient."""
-    coef, n_int = _coefficients(_at_w(log_g, *levels, ln_w)[0], ln_w, rho_step, hold_below)
+    coef, n_int = _coefficients(log_g, levels, ln_w, rho_step, hold_below)
 
     def block(y, ln1pz, rows):
         k, t = _locate(y, ln1pz, rows, affine, n_int)
@@ -507,7 +513,7 @@ def _log_g(hold_below, f32, log_g, levels, rho_step, y, ln1pz, rows, ln_w, affin
 def _log_g_jvp(hold_below, f32, primals, tangents):
     log_g, levels, rho_step, y, ln1pz, rows, ln_w, affine = primals
     d_ln_w, (d_a, d_b, d_c) = tangents[-2:]
-    coef, n_int = _coefficients(_at_w(log_g, *levels, ln_w)[0], ln_w, rho_step, hold_below)
+    coef, n_int = _coefficients(log_g, levels, ln_w, rho_step, hold_below)
     scale = jnp.exp(2.0 * ln_w) / rho_step**2
 
     def block(y, ln1pz, rows):
@@ -642,8 +648,7 @@ def _log_g_per_halo(data: CollapsedData, log_g, rho, ln_w, w, rows, hold_below: 
     n_int = n_rho - _ORDER + 1
     v = (rho - data.rho0) / data.rho_step + _STENCIL[0]
     i = jnp.clip(jnp.floor(v), 0, n_int - 1).astype(jnp.int32)
-    level = (ln_w - data.ln_w0) / data.ln_w_step
-    inside = (level >= 0) & (level <= n_levels - 1)
+    level, inside = _level(n_levels, data.ln_w0, data.ln_w_step, ln_w)
     u = level + _W_STENCIL[0]
     j = jnp.clip(jnp.floor(u), 0, n_levels - len(_W_STENCIL)).astype(jnp.int32)
     return _stencil(hold_below, f32, log_g, rows, j, i, data.rho_step, v - i, u - j, w), inside
@@ -673,7 +678,7 @@ def _read(hyper: Hyper, data: CollapsedData, config: QuadratureConfig, log_g, y,
         return value, inside
     ln_w = jnp.log(relation.sigma_total(hyper.S) / a2)  # one w: the table's plane at it, then 1-D per halo
     levels = (data.ln_w0, data.ln_w_step)
-    inside = _at_w(log_g, *levels, ln_w)[1]
+    inside = _level(log_g.shape[1], *levels, ln_w)[1]
     c0, c1 = relation.reduced_observable_affine(hyper)  # rho = (y + c0 + c1 ln(1+z)) / alpha2, in steps:
     per_step = 1.0 / (a2 * data.rho_step)
     affine = (per_step, c1 * per_step, (c0 / a2 - data.rho0) / data.rho_step + _STENCIL[0])
